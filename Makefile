@@ -1,0 +1,32 @@
+# One command each on a fresh machine: `make demo`, `make test` install first when needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench tables lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/afreq run method=freqstat dataset=synthetic dataset.category=all
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+tables: install
+	$(BIN)/afreq tables
+
+lint: install
+	$(BIN)/ruff check anomaly_freq tests benchmarks
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

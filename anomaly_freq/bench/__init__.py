@@ -1,0 +1,1 @@
+"""Run folders, result store, sweeps and tables."""

@@ -1,0 +1,84 @@
+"""Run folders and atomic writes: a crashed run never leaves a result that looks finished.
+
+``metrics.json`` is written last and only on success; its presence marks a finished run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+FINISHED_MARKER = "metrics.json"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of the resolved config without where-to-write keys: equal hash, equal experiment."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("output", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def create_run_dir(cfg: DictConfig, category: str) -> Path:
+    parent = (
+        Path(cfg.output.root) / cfg.method.name / cfg.dataset.name / category
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{config_hash(cfg)[:8]}"
+    for attempt in range(1000):
+        path = parent / (base if attempt == 0 else f"{base}-{attempt}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a fresh run folder under {parent}")
+
+
+def environment() -> dict[str, Any]:
+    """Versions and hardware that a reader needs to judge or repeat a result."""
+    import torch
+
+    packages = {}
+    for name in ("anomaly_freq", "torch", "torchvision", "pytorch-lightning", "timm", "kornia",
+                 "numpy", "scikit-learn", "scipy", "omegaconf"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "packages": packages,
+    }

@@ -1,0 +1,136 @@
+"""The `afreq` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+
+from rich.console import Console
+from rich.table import Table
+
+from anomaly_freq import __version__, registry
+from anomaly_freq.errors import AfreqError
+
+EXAMPLES = """\
+examples:
+  afreq run                                   freqstat on every synthetic category
+  afreq run method=fair dataset=visa dataset.category=pcb1 trainer.max_epochs=5
+  afreq run dataset=synthetic dataset.category=weave seed=3
+  afreq list                                  methods, datasets and their categories
+  afreq list categories dataset=synthetic
+
+Overrides are key=value on the merged configuration (configs/default.yaml, then
+configs/method/<method>.yaml, configs/dataset/<dataset>.yaml); +key=value adds a new key.
+Runs are written to runs/<method>/<dataset>/<category>/<run-id>/.
+"""
+
+console = Console()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except AfreqError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[yellow]interrupted[/]: no result was written for the run "
+                                   "in progress")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="afreq",
+        description="Frequency-domain industrial visual anomaly detection benchmark.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"afreq {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="train and evaluate a method on a dataset",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("list", help="list methods, datasets and categories")
+    p.add_argument("what", nargs="?", choices=["methods", "datasets", "categories"])
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    import pytorch_lightning  # noqa: F401  (it sets its loggers to INFO when first imported)
+
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning.*")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from anomaly_freq.config import load_config
+    from anomaly_freq.engine import run
+
+    cfg = load_config(args.overrides)
+    console.print(f"afreq run: method=[bold]{cfg.method.name}[/] dataset=[bold]"
+                  f"{cfg.dataset.name}[/] category={cfg.dataset.category} seed={cfg.seed}")
+    results = run(cfg)
+    _print_results(results, cfg)
+    return 0
+
+
+def _print_results(results, cfg) -> None:
+    table = Table(title=f"{cfg.method.name} on {cfg.dataset.name}")
+    for column in ("category", "group", "image AUROC", "pixel AUROC", "run folder"):
+        table.add_column(column, justify="right" if "AUROC" in column else "left",
+                         overflow="fold")
+
+    def fmt(value):
+        return "—" if value is None else f"{value:.4f}"
+
+    for r in results:
+        table.add_row(r.category, r.group, fmt(r.metrics.get("image_auroc")),
+                      fmt(r.metrics.get("pixel_auroc")), str(r.run_dir))
+    if len(results) > 1:
+        means = [_mean([r.metrics.get(k) for r in results]) for k in ("image_auroc", "pixel_auroc")]
+        table.add_row("mean", "", *map(fmt, means), "", style="bold")
+    console.print(table)
+
+
+def _mean(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from anomaly_freq.config import load_config
+
+    what = args.what
+    if what in (None, "methods"):
+        console.print("methods:  " + ", ".join(registry.list_methods()))
+    if what in (None, "datasets"):
+        console.print("datasets: " + ", ".join(registry.list_datasets()))
+    if what in (None, "categories"):
+        names = ([load_config(args.overrides).dataset.name] if what or args.overrides
+                 else registry.list_datasets())
+        for name in names:
+            cfg = load_config([f"dataset={name}", *[o for o in args.overrides
+                                                    if not o.startswith("dataset=")]])
+            try:
+                cats = registry.create_dataset(name, cfg).categories()
+            except AfreqError as err:
+                cats = [f"(unavailable: {err})"]
+            console.print(f"categories of {name}: " + ", ".join(cats), highlight=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

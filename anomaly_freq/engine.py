@@ -1,0 +1,155 @@
+"""One run: config → datamodule → method → Lightning Trainer → predictions → metrics → run folder.
+
+`run(cfg)` handles ``dataset.category=all`` by running each category in turn; each category gets
+its own run folder with the resolved config, environment, per-image scores and, written last and
+only on success, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import signal
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from anomaly_freq import registry
+from anomaly_freq.bench.rundir import (
+    config_hash,
+    create_run_dir,
+    environment,
+    write_atomic,
+    write_json,
+)
+from anomaly_freq.config import config_to_yaml
+from anomaly_freq.data import AnomalyDataModule, DatasetSource
+from anomaly_freq.metrics import PredictionCollector, compute_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CategoryResult:
+    category: str
+    group: str
+    metrics: dict[str, float]
+    run_dir: Path
+
+
+def categories_of(cfg: DictConfig, source: DatasetSource) -> list[str]:
+    if cfg.dataset.category == "all":
+        return source.categories()
+    source.check_category(cfg.dataset.category)
+    return [cfg.dataset.category]
+
+
+def run(cfg: DictConfig) -> list[CategoryResult]:
+    """Train and evaluate ``cfg.method.name`` on each requested category."""
+    registry.get_method(cfg.method.name)  # fail on an unknown method before touching data
+    source = registry.create_dataset(cfg.dataset.name, cfg)
+    return [run_category(cfg, source, category) for category in categories_of(cfg, source)]
+
+
+def with_category(cfg: DictConfig, category: str) -> DictConfig:
+    out = OmegaConf.to_container(cfg, resolve=True)
+    out["dataset"]["category"] = category
+    frozen = OmegaConf.create(out)
+    OmegaConf.set_readonly(frozen, True)
+    return frozen
+
+
+def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> CategoryResult:
+    cfg = with_category(cfg, category)
+    train, test = source.samples(category)
+    run_dir = create_run_dir(cfg, category)
+    write_atomic(run_dir / "config.yaml", config_to_yaml(cfg))
+    write_json(run_dir / "environment.json", {"seed": cfg.seed, **environment()})
+    try:
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        method = registry.create_method(cfg.method.name, cfg)
+        datamodule = AnomalyDataModule(
+            train, test, category,
+            image_size=cfg.dataset.image_size,
+            batch_size=cfg.dataset.batch_size,
+            eval_batch_size=cfg.dataset.eval_batch_size,
+            num_workers=cfg.dataset.num_workers,
+            seed=cfg.seed,
+        )
+        collector = PredictionCollector(resolution=cfg.eval.resolution)
+        trainer = pl.Trainer(**trainer_kwargs(cfg, method, run_dir, [collector]))
+        _guard_interrupt(trainer.fit, method, datamodule=datamodule)
+        _guard_interrupt(trainer.predict, method, datamodule=datamodule, return_predictions=False)
+        metrics = compute_metrics(collector)
+        write_atomic(run_dir / "scores.csv", _scores_csv(collector.rows))
+        write_json(run_dir / "protocol.json", protocol(cfg, method, len(train), len(test)))
+        write_json(run_dir / "metrics.json", {"category": category, **metrics})
+    except BaseException as err:
+        write_atomic(run_dir / "error.txt", "".join(traceback.format_exception(err)))
+        raise
+    return CategoryResult(category, source.group(category), metrics, run_dir)
+
+
+def trainer_kwargs(cfg: DictConfig, method: Any, run_dir: Path, callbacks: list) -> dict:
+    """Trainer arguments from ``cfg.trainer``, overridden by the method's own requirements."""
+    kwargs = dict(OmegaConf.to_container(cfg.trainer, resolve=True))
+    for key, value in method.trainer_arguments.items():
+        if key in kwargs and kwargs[key] != value:
+            log.info("method %s sets trainer.%s=%s", cfg.method.name, key, value)
+        kwargs[key] = value
+    if kwargs.get("enable_progress_bar", True):
+        callbacks = [*callbacks, pl.callbacks.RichProgressBar(leave=True)]
+    return {
+        **kwargs,
+        "default_root_dir": str(run_dir),
+        "logger": pl.loggers.CSVLogger(str(run_dir), name="logs", version=""),
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "callbacks": callbacks,
+    }
+
+
+def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int) -> dict[str, Any]:
+    """What a reader needs to compare this result with another: the evaluation protocol."""
+    return {
+        "method": cfg.method.name,
+        "learning_type": method.learning_type,
+        "dataset": cfg.dataset.name,
+        "category": cfg.dataset.category,
+        "image_size": cfg.dataset.image_size,
+        "eval_resolution": cfg.eval.resolution,
+        "epochs": method.trainer_arguments.get("max_epochs", cfg.trainer.max_epochs),
+        "model_selection": "last_epoch",
+        "seed": cfg.seed,
+        "n_train_images": n_train,
+        "n_test_images": n_test,
+        "image_score": "method pred_score (raw)",
+        "score_normalisation": "none",
+        "config_hash": config_hash(cfg),
+    }
+
+
+def _guard_interrupt(call, *args, **kwargs) -> None:
+    """Lightning turns Ctrl-C into `sys.exit(1)` and ignores SIGINT after; undo both."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*returned `None`, this fit will run with no.*")
+            call(*args, **kwargs)
+    except SystemExit as err:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt("run interrupted during training or prediction") from err
+
+
+def _scores_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

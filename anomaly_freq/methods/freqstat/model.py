@@ -1,0 +1,85 @@
+"""freqstat: a non-learned baseline and the smallest complete example of a method plugin.
+
+Training collects, for every pixel and colour channel, the mean and standard deviation of the
+local high-frequency energy of the normal images (an FFT Gaussian high-pass, magnitude, then a
+small blur). At test time the anomaly map is the absolute z-score against those statistics,
+averaged over channels and smoothed; the image score is the map's maximum.
+"""
+
+from __future__ import annotations
+
+import torch
+from kornia.filters import gaussian_blur2d
+from omegaconf import DictConfig
+
+from anomaly_freq.methods.base import AnomalyModule
+from anomaly_freq.registry import register_method
+
+
+def gaussian_highpass(x: torch.Tensor, d0: float) -> torch.Tensor:
+    """High-pass ``x`` (B×C×H×W) with a centred Gaussian transfer function of cutoff ``d0``."""
+    h, w = x.shape[-2:]
+    u = torch.arange(h, device=x.device, dtype=x.dtype) - h / 2
+    v = torch.arange(w, device=x.device, dtype=x.dtype) - w / 2
+    dist2 = u[:, None] ** 2 + v[None, :] ** 2
+    transfer = 1 - torch.exp(-dist2 / (2 * d0**2))
+    spectrum = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1))
+    return torch.fft.ifft2(torch.fft.ifftshift(spectrum * transfer, dim=(-2, -1))).real
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    if sigma <= 0:
+        return x
+    k = 2 * int(4 * sigma + 0.5) + 1
+    return gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
+
+
+@register_method("freqstat")
+class FreqStat(AnomalyModule):
+    """Per-pixel z-score of high-frequency energy; no parameters are learned by gradient."""
+
+    trainer_arguments = {"max_epochs": 1, "num_sanity_val_steps": 0}
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        self.automatic_optimization = False
+        self.d0 = float(cfg.method.d0)
+        self.energy_sigma = float(cfg.method.energy_sigma)
+        self.map_sigma = float(cfg.method.map_sigma)
+        self.std_floor = float(cfg.method.std_floor)
+        self.register_buffer("mean", torch.empty(0))
+        self.register_buffer("std", torch.empty(0))
+        self._sum: torch.Tensor | None = None
+        self._sumsq: torch.Tensor | None = None
+        self._count = 0
+
+    def energy(self, images: torch.Tensor) -> torch.Tensor:
+        return _blur(gaussian_highpass(images, self.d0).abs(), self.energy_sigma)
+
+    def configure_optimizers(self) -> None:
+        return None
+
+    def on_train_epoch_start(self) -> None:
+        self._sum, self._sumsq, self._count = None, None, 0
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        e = self.energy(batch["image"]).double()
+        s, sq = e.sum(0, keepdim=True), (e * e).sum(0, keepdim=True)
+        self._sum = s if self._sum is None else self._sum + s
+        self._sumsq = sq if self._sumsq is None else self._sumsq + sq
+        self._count += e.shape[0]
+
+    def on_train_epoch_end(self) -> None:
+        mean = self._sum / self._count
+        var = (self._sumsq / self._count - mean * mean).clamp_min(0)
+        std = var.sqrt()
+        floor = self.std_floor * std.mean(dim=(-2, -1), keepdim=True)
+        self.mean = mean.float()
+        self.std = torch.maximum(std, floor).float()
+
+    def predict_step(self, batch: dict, batch_idx: int = 0) -> dict[str, torch.Tensor]:
+        if self.mean.numel() == 0:
+            raise RuntimeError("freqstat has no statistics yet: fit it on training images first")
+        z = ((self.energy(batch["image"]) - self.mean) / self.std).abs().mean(1, keepdim=True)
+        amap = _blur(z, self.map_sigma)
+        return {"anomaly_map": amap, "pred_score": amap.amax(dim=(1, 2, 3))}

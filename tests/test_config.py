@@ -1,0 +1,88 @@
+import pytest
+from omegaconf import OmegaConf
+from omegaconf.errors import ReadonlyConfigError
+
+from anomaly_freq.config import load_config
+from anomaly_freq.errors import AfreqError
+
+
+def test_defaults_select_freqstat_on_synthetic():
+    cfg = load_config()
+    assert cfg.method.name == "freqstat"
+    assert cfg.dataset.name == "synthetic"
+    assert cfg.method.d0 == 16.0  # from configs/method/freqstat.yaml
+    assert cfg.dataset.n_train == 60  # from configs/dataset/synthetic.yaml
+
+
+def test_overrides_are_typed_and_layered():
+    cfg = load_config(["trainer.max_epochs=5", "method.d0=8", "dataset.category=weave",
+                       "dataset.root=null", "seed=7", "trainer.precision=16-mixed"])
+    assert cfg.trainer.max_epochs == 5 and isinstance(cfg.trainer.max_epochs, int)
+    assert cfg.method.d0 == 8.0 and isinstance(cfg.method.d0, float)
+    assert cfg.dataset.category == "weave"
+    assert cfg.dataset.root is None
+    assert cfg.seed == 7
+    assert cfg.trainer.precision == "16-mixed"
+
+
+def test_float_key_accepts_scientific_notation():
+    cfg = load_config(["method.std_floor=1e-3"])
+    assert cfg.method.std_floor == pytest.approx(1e-3)
+
+
+def test_config_is_read_only():
+    cfg = load_config()
+    with pytest.raises(ReadonlyConfigError):
+        cfg.seed = 3
+
+
+def test_unknown_key_names_key_and_suggests_closest():
+    with pytest.raises(AfreqError) as err:
+        load_config(["dataset.batch_sise=4"])
+    message = str(err.value)
+    assert "dataset.batch_sise" in message
+    assert "did you mean 'dataset.batch_size'" in message
+
+
+def test_unknown_top_level_group():
+    with pytest.raises(AfreqError, match="unknown config key 'trainr'.*did you mean 'trainer'"):
+        load_config(["trainr.max_epochs=3"])
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("trainer.max_epochs=abc", "an integer"), ("trainer.deterministic=maybe", "true or false"),
+     ("method.d0=high", "a number"), ("trainer.max_epochs=1.5", "an integer")],
+)
+def test_wrong_type_is_an_error(override, expected):
+    with pytest.raises(AfreqError, match=expected) as err:
+        load_config([override])
+    assert override.split("=")[0] in str(err.value)
+
+
+def test_group_cannot_be_overwritten_by_a_value():
+    with pytest.raises(AfreqError, match="group"):
+        load_config(["trainer=3"])
+
+
+def test_plus_adds_a_new_key():
+    cfg = load_config(["+trainer.limit_train_batches=2", "+extra.note=hello"])
+    assert cfg.trainer.limit_train_batches == 2
+    assert cfg.extra.note == "hello"
+
+
+def test_unknown_method_lists_valid_ones():
+    with pytest.raises(AfreqError, match="unknown method 'nosuch'.*freqstat"):
+        load_config(["method=nosuch"])
+
+
+def test_malformed_override():
+    with pytest.raises(AfreqError, match="key=value"):
+        load_config(["trainer.max_epochs"])
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    cfg = load_config(["seed=3"])
+    path = tmp_path / "c.yaml"
+    OmegaConf.save(cfg, path)
+    assert OmegaConf.load(path) == cfg
