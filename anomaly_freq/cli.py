@@ -59,6 +59,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("data", help="download or check datasets")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    d = data.add_parser("download", help="download, verify and extract mvtec_ad or visa")
+    d.add_argument("dataset", choices=["mvtec_ad", "visa"])
+    d.add_argument("--root", help="target folder (default datasets/<dataset>)")
+    d.set_defaults(func=cmd_data_download)
+    d = data.add_parser("check", help="report which categories are present, missing or corrupt")
+    d.add_argument("dataset")
+    d.add_argument("--root", help="dataset folder (default: the dataset config's root)")
+    d.add_argument("--deep", action="store_true", help="also decode every image and mask")
+    d.set_defaults(func=cmd_data_check)
+
     p = sub.add_parser("list", help="list methods, datasets and categories")
     p.add_argument("what", nargs="?", choices=["methods", "datasets", "categories"])
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -103,6 +115,28 @@ def _print_results(results, cfg) -> None:
         means = [_mean([r.metrics.get(k) for r in results]) for k in ("image_auroc", "pixel_auroc")]
         table.add_row("mean", "", *map(fmt, means), "", style="bold")
     console.print(table)
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from anomaly_freq.data.download import download_dataset
+
+    root = Path(args.root or f"datasets/{args.dataset}")
+    download_dataset(args.dataset, root)
+    console.print(f"{args.dataset} is ready in {root}; run with dataset={args.dataset} "
+                  f"dataset.root={root}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from anomaly_freq.config import load_config
+    from anomaly_freq.data.check import check_dataset
+
+    overrides = [f"dataset={args.dataset}"] + ([f"dataset.root={args.root}"] if args.root else [])
+    table, ok = check_dataset(load_config(overrides), deep=args.deep)
+    console.print(table)
+    return 0 if ok else 1
 
 
 def _mean(values: list) -> float | None:

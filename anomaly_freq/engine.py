@@ -29,7 +29,9 @@ from anomaly_freq.bench.rundir import (
     write_json,
 )
 from anomaly_freq.config import config_to_yaml
-from anomaly_freq.data import AnomalyDataModule, DatasetSource
+from anomaly_freq.data import AnomalyDataModule, DatasetSource, Sample, cache_dir
+from anomaly_freq.data.cache import DecodeCache
+from anomaly_freq.data.fewshot import draw_shots
 from anomaly_freq.metrics import PredictionCollector, compute_metrics
 
 log = logging.getLogger(__name__)
@@ -68,20 +70,17 @@ def with_category(cfg: DictConfig, category: str) -> DictConfig:
 def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> CategoryResult:
     cfg = with_category(cfg, category)
     train, test = source.samples(category)
+    if cfg.dataset.shots:
+        train = draw_shots(train, cfg.dataset.shots, cfg.dataset.shot_seed)
     run_dir = create_run_dir(cfg, category)
     write_atomic(run_dir / "config.yaml", config_to_yaml(cfg))
     write_json(run_dir / "environment.json", {"seed": cfg.seed, **environment()})
+    write_atomic(run_dir / "train_files.txt", _file_list(train))
     try:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         method = registry.create_method(cfg.method.name, cfg)
-        datamodule = AnomalyDataModule(
-            train, test, category,
-            image_size=cfg.dataset.image_size,
-            batch_size=cfg.dataset.batch_size,
-            eval_batch_size=cfg.dataset.eval_batch_size,
-            num_workers=cfg.dataset.num_workers,
-            seed=cfg.seed,
-        )
+        cache = DecodeCache(cfg.dataset.cache, cache_dir() / "decoded")
+        datamodule = AnomalyDataModule.from_config(cfg, train, test, category, cache)
         collector = PredictionCollector(resolution=cfg.eval.resolution)
         trainer = pl.Trainer(**trainer_kwargs(cfg, method, run_dir, [collector]))
         _guard_interrupt(trainer.fit, method, datamodule=datamodule)
@@ -127,6 +126,9 @@ def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int) -> dict[st
         "epochs": method.trainer_arguments.get("max_epochs", cfg.trainer.max_epochs),
         "model_selection": "last_epoch",
         "seed": cfg.seed,
+        "shots": cfg.dataset.shots,
+        "shot_seed": cfg.dataset.shot_seed if cfg.dataset.shots else None,
+        "shot_copies": cfg.dataset.shot_copies,
         "n_train_images": n_train,
         "n_test_images": n_test,
         "image_score": "method pred_score (raw)",
@@ -145,6 +147,10 @@ def _guard_interrupt(call, *args, **kwargs) -> None:
     except SystemExit as err:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt("run interrupted during training or prediction") from err
+
+
+def _file_list(samples: list[Sample]) -> str:
+    return "".join(f"{s.path}\n" for s in samples)
 
 
 def _scores_csv(rows: list[dict[str, Any]]) -> str:

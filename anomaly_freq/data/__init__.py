@@ -2,6 +2,6 @@
 
 from anomaly_freq.data.datamodule import AnomalyDataModule
 from anomaly_freq.data.mvtec_layout import Sample
-from anomaly_freq.data.sources import DatasetSource, SyntheticSource
+from anomaly_freq.data.sources import DatasetSource, cache_dir
 
-__all__ = ["AnomalyDataModule", "DatasetSource", "Sample", "SyntheticSource"]
+__all__ = ["AnomalyDataModule", "DatasetSource", "Sample", "cache_dir"]

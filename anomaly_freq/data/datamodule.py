@@ -2,58 +2,85 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from anomaly_freq.data.images import load_image, load_mask
+from anomaly_freq.data.cache import DecodeCache
+from anomaly_freq.data.fewshot import RotatedCopies
+from anomaly_freq.data.images import decode_image, decode_mask
 from anomaly_freq.data.mvtec_layout import Sample
 
 
 class SampleDataset(Dataset):
-    """Decodes samples into dicts: image, mask, label, path, category, defect."""
+    """Decodes samples into dicts: image, mask, label, path, mask_path, category, defect."""
 
-    def __init__(self, samples: Sequence[Sample], category: str, image_size: int) -> None:
+    def __init__(self, samples: Sequence[Sample], category: str, image_size: int,
+                 crop: int | None = None, cache: DecodeCache | None = None) -> None:
         self.samples = list(samples)
-        self.category = category
-        self.image_size = image_size
+        self.category, self.size, self.crop = category, image_size, crop
+        self.cache = cache or DecodeCache("none")
+        self.geometry = f"{image_size}|{crop}"
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
         s = self.samples[index]
+        image = self.cache.get(s.path, "image|" + self.geometry,
+                               lambda: decode_image(s.path, self.size, self.crop))
+        side = image.shape[0]
+        if s.mask is None:
+            mask = torch.zeros(1, side, side)
+        else:
+            array = self.cache.get(s.mask, "mask|" + self.geometry,
+                                   lambda: decode_mask(s.mask, s.path, self.size, self.crop))
+            mask = torch.from_numpy(array).float()[None]
         return {
-            "image": load_image(s.path, self.image_size),
-            "mask": load_mask(s.mask, s.path, self.image_size),
+            "image": torch.from_numpy(image).permute(2, 0, 1).float().div_(255),
+            "mask": mask,
             "label": torch.tensor(s.label, dtype=torch.long),
             "path": str(s.path),
+            "mask_path": str(s.mask) if s.mask else "",
             "category": self.category,
             "defect": s.defect,
         }
 
 
+def default_workers() -> int:
+    """Leave one core to the main process; more than 8 loaders rarely help at 256²."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
 class AnomalyDataModule(pl.LightningDataModule):
     """Training batches hold normal images only; test/predict batches hold the whole test set."""
 
-    def __init__(
-        self,
-        train: Sequence[Sample],
-        test: Sequence[Sample],
-        category: str,
-        image_size: int = 256,
-        batch_size: int = 8,
-        eval_batch_size: int = 16,
-        num_workers: int = 0,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, train: Dataset, test: Dataset, batch_size: int = 8,
+                 eval_batch_size: int = 16, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
-        self.train_set = SampleDataset(train, category, image_size)
-        self.test_set = SampleDataset(test, category, image_size)
+        self.train_set, self.test_set = train, test
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, train: Sequence[Sample], test: Sequence[Sample],
+                    category: str, cache: DecodeCache) -> AnomalyDataModule:
+        d = cfg.dataset
+        workers = default_workers() if d.num_workers is None else int(d.num_workers)
+        if cache.mode == "memory" and workers > 0:
+            cache = DecodeCache("disk", cache.folder)  # worker processes cannot share a dict
+
+        def make(samples: Sequence[Sample]) -> SampleDataset:
+            return SampleDataset(samples, category, d.image_size, d.center_crop, cache)
+
+        train_set = make(train)
+        if d.shot_copies:
+            train_set = RotatedCopies(train_set, d.shot_copies, d.shot_rotation, d.shot_seed)
+        return cls(train_set, make(test), d.batch_size, d.eval_batch_size, workers, cfg.seed)
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -5,21 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from anomaly_freq.errors import AfreqError
+
+_READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
 
 
 def _open(path: Path) -> Image.Image:
     try:
         image = Image.open(path)
         image.load()
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+    except _READ_ERRORS as err:
         raise AfreqError(
             f"cannot read image {path} ({err}); replace or re-download the file"
         ) from err
     return image
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except _READ_ERRORS as err:
+        raise AfreqError(f"cannot read image {path} ({err}); replace or re-download it") from err
 
 
 def read_rgb(path: Path) -> Image.Image:
@@ -32,26 +42,28 @@ def read_rgb(path: Path) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: Path, size: int) -> torch.Tensor:
-    """3×size×size float32 in [0,1] (antialiased bilinear resize)."""
-    image = read_rgb(path)
+def _fit(image: Image.Image, size: int, crop: int | None, resample: int) -> Image.Image:
     if image.size != (size, size):
-        image = image.resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div_(255)
+        image = image.resize((size, size), resample)
+    if crop and crop < size:
+        left = (size - crop) // 2
+        image = image.crop((left, left, left + crop, left + crop))
+    return image
 
 
-def load_mask(path: Path | None, image_path: Path, size: int) -> torch.Tensor:
-    """1×size×size float32 in {0,1}; all zeros when ``path`` is None (a normal image)."""
-    if path is None:
-        return torch.zeros(1, size, size)
+def decode_image(path: Path, size: int, crop: int | None = None) -> np.ndarray:
+    """H×W×3 uint8, resized (antialiased bilinear) to ``size`` and centre-cropped to ``crop``."""
+    return np.asarray(_fit(read_rgb(path), size, crop, Image.BILINEAR)).copy()
+
+
+def decode_mask(path: Path, image_path: Path, size: int, crop: int | None = None) -> np.ndarray:
+    """H×W uint8 in {0,1} (binarised ``!= 0``, nearest-neighbour resize)."""
     mask = _open(path)
-    image_size = _open(image_path).size
-    if mask.size != image_size:
+    expected = image_size(image_path)
+    if mask.size != expected:
         raise AfreqError(
             f"mask {path} is {mask.size[0]}×{mask.size[1]} but its image {image_path} is "
-            f"{image_size[0]}×{image_size[1]}; masks must match their image's size"
+            f"{expected[0]}×{expected[1]}; masks must match their image's size"
         )
     binary = Image.fromarray((np.asarray(mask.convert("L")) != 0).astype(np.uint8))
-    if binary.size != (size, size):
-        binary = binary.resize((size, size), Image.NEAREST)
-    return torch.from_numpy(np.asarray(binary).copy()).float()[None]
+    return np.asarray(_fit(binary, size, crop, Image.NEAREST)).copy()

@@ -1,4 +1,4 @@
-"""Reader for the MVTec AD on-disk layout, shared by MVTec AD, the synthetic set and VisA.
+"""Reader for the MVTec AD on-disk layout, shared by MVTec AD, VisA, the synthetic set and folders.
 
 ``<category>/train/good/*``, ``<category>/test/<defect>/*`` and
 ``<category>/ground_truth/<defect>/<stem>_mask.<ext>`` (or ``<stem>.<ext>``, as converted VisA
@@ -26,28 +26,35 @@ class Sample:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not p.name.startswith("."))
 
 
 def find_mask(gt_folder: Path, stem: str) -> Path | None:
-    for name in (f"{stem}_mask", stem):
-        for ext in IMAGE_EXTENSIONS:
-            for candidate in (gt_folder / f"{name}{ext}", gt_folder / f"{name}{ext.upper()}"):
-                if candidate.is_file():
-                    return candidate
-    return None
+    if not gt_folder.is_dir():
+        return None
+    by_name = {p.stem: p for p in list_images(gt_folder)}
+    return by_name.get(f"{stem}_mask") or by_name.get(stem)
 
 
-def read_category(root: Path, require_masks: bool = True) -> tuple[list[Sample], list[Sample]]:
-    """Return (train, test) samples of one category folder in the MVTec AD layout."""
-    train_dir, test_dir = root / "train" / "good", root / "test"
+def read_category(
+    root: Path, train_subdir: str = "train/good", masks: str = "required"
+) -> tuple[list[Sample], list[Sample]]:
+    """Return (train, test) samples of one category folder in the MVTec AD layout.
+
+    ``masks``: "required" (every defect image needs one), or "optional" (either every defect
+    image has a mask or none has; pixel metrics are then skipped).
+    """
+    train_dir, test_dir = root / train_subdir, root / "test"
     for folder in (train_dir, test_dir):
         if not folder.is_dir():
-            raise AfreqError(f"{folder} is missing: {root} is not in the MVTec AD layout "
-                             "(<category>/train/good, <category>/test/<defect>)")
+            raise AfreqError(f"{folder} is missing: {root} is not in the expected layout "
+                             f"(<category>/{train_subdir}, <category>/test/<defect>)")
     train = [Sample(p, 0, "good") for p in list_images(train_dir)]
     if not train:
-        raise AfreqError(f"{train_dir} holds no images (extensions {', '.join(IMAGE_EXTENSIONS)})")
+        raise AfreqError(f"{train_dir} holds no images (extensions {', '.join(IMAGE_EXTENSIONS)}); "
+                         "a method needs normal training images")
     test = []
     for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
         defect = defect_dir.name
@@ -56,7 +63,7 @@ def read_category(root: Path, require_masks: bool = True) -> tuple[list[Sample],
                 test.append(Sample(image, 0, defect))
                 continue
             mask = find_mask(root / "ground_truth" / defect, image.stem)
-            if mask is None and require_masks:
+            if mask is None and masks == "required":
                 raise AfreqError(
                     f"no mask for defect image {image}: expected "
                     f"{root / 'ground_truth' / defect / (image.stem + '_mask.png')}"
@@ -64,4 +71,9 @@ def read_category(root: Path, require_masks: bool = True) -> tuple[list[Sample],
             test.append(Sample(image, 1, defect, mask))
     if not test:
         raise AfreqError(f"{test_dir} holds no test images")
+    with_mask = [s.mask is not None for s in test if s.label]
+    if any(with_mask) and not all(with_mask):
+        missing = next(s.path for s in test if s.label and s.mask is None)
+        raise AfreqError(f"some defect images have masks but {missing} has none: give every "
+                         "defect image a mask under ground_truth/<defect>/, or none")
     return train, test

@@ -25,6 +25,7 @@ class PredictionCollector(pl.Callback):
         self.rows: list[dict[str, Any]] = []
         self.maps: list[torch.Tensor] = []
         self.masks: list[torch.Tensor] = []
+        self.has_masks = True
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         check_outputs(outputs, batch, getattr(pl_module, "registry_name", type(pl_module).__name__))
@@ -32,6 +33,8 @@ class PredictionCollector(pl.Callback):
         amap = outputs["anomaly_map"].detach().float()
         self.maps.append(F.interpolate(amap, size=size, mode="bilinear").cpu())
         self.masks.append(F.interpolate(batch["mask"].float(), size=size, mode="nearest").cpu() > 0)
+        pairs = zip(batch["mask_path"], batch["label"], strict=True)
+        self.has_masks &= all(path or not label for path, label in pairs)
         for i, score in enumerate(outputs["pred_score"].detach().float().cpu().tolist()):
             self.rows.append({
                 "path": batch["path"][i],
@@ -57,6 +60,6 @@ def compute_metrics(collector: PredictionCollector) -> dict[str, float]:
     if not np.isfinite(maps).all():
         raise AfreqError("the method produced NaN or infinite anomaly-map values")
     metrics = {"image_auroc": float(roc_auc_score(labels, scores))}
-    if masks.any() and not masks.all():
+    if collector.has_masks and masks.any() and not masks.all():
         metrics["pixel_auroc"] = float(roc_auc_score(masks, maps))
     return metrics

@@ -1,0 +1,103 @@
+"""VisA: convert the raw archive layout once into the MVTec layout under ``visa_pytorch/``.
+
+Raw: ``<root>/<obj>/Data/Images/{Normal,Anomaly}/*.JPG``, ``<root>/<obj>/Data/Masks/Anomaly/*.png``
+and ``<root>/split_csv/1cls.csv`` (columns object, split, label, image, mask). Converted:
+``<root>/visa_pytorch/<obj>/{train/good, test/good, test/bad, ground_truth/bad/<stem>.png}`` with
+masks binarised ``!= 0`` to 0/255. Each object is converted in a staging folder and renamed into
+place, so an interrupted conversion is redone rather than half-used.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from anomaly_freq.data.images import _open
+from anomaly_freq.errors import AfreqError
+
+OBJECTS = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
+           "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum")
+GROUPS = {
+    **dict.fromkeys(("pcb1", "pcb2", "pcb3", "pcb4"), "complex_structure"),
+    **dict.fromkeys(("candle", "capsules", "macaroni1", "macaroni2"), "multiple_instances"),
+    **dict.fromkeys(("cashew", "chewinggum", "fryum", "pipe_fryum"), "single_instance"),
+}
+SPLIT_CSV = Path("split_csv") / "1cls.csv"
+DONE = ".converted"
+
+
+def category_dir(root: Path, obj: str) -> Path | None:
+    """The MVTec-layout folder of ``obj``, converting the raw layout first if needed."""
+    for candidate in (root / "visa_pytorch" / obj, root / "1cls" / obj, root / obj):
+        if (candidate / "train" / "good").is_dir() and (
+            candidate.parent.name != "visa_pytorch" or (candidate / DONE).exists()
+        ):
+            return candidate
+    if (root / obj / "Data").is_dir():
+        return convert_object(root, obj)
+    return None
+
+
+def read_split(root: Path) -> list[dict[str, str]]:
+    path = root / SPLIT_CSV
+    if not path.is_file():
+        raise AfreqError(f"VisA split file {path} is missing: the raw VisA archive ships it; "
+                         "re-extract it or run `afreq data download visa`")
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    needed = {"object", "split", "label", "image", "mask"}
+    if not rows or not needed <= rows[0].keys():
+        raise AfreqError(f"{path} must have the columns {', '.join(sorted(needed))}")
+    return rows
+
+
+def convert_object(root: Path, obj: str) -> Path:
+    """Convert one object of the raw tree; idempotent (skips a finished conversion)."""
+    target = root / "visa_pytorch" / obj
+    if (target / DONE).exists():
+        return target
+    rows = [r for r in read_split(root) if r["object"] == obj]
+    if not rows:
+        raise AfreqError(f"{root / SPLIT_CSV} lists no images of '{obj}'")
+    staging = target.with_name(f".{obj}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for row in rows:
+            _convert_row(root, staging, row)
+        (staging / DONE).write_text("converted from split_csv/1cls.csv\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _convert_row(root: Path, out: Path, row: dict[str, str]) -> None:
+    source = root / row["image"]
+    if not source.is_file():
+        raise AfreqError(f"{root / SPLIT_CSV} lists {source}, which does not exist")
+    kind = "good" if row["label"] == "normal" else "bad"
+    folder = out / row["split"] / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    _link_or_copy(source, folder / source.name)
+    if kind == "bad" and row["split"] == "test":
+        mask_path = root / row["mask"]
+        if not row["mask"] or not mask_path.is_file():
+            raise AfreqError(f"anomalous VisA image {source} has no mask file ({mask_path})")
+        binary = (np.asarray(_open(mask_path).convert("L")) != 0).astype(np.uint8) * 255
+        gt = out / "ground_truth" / "bad"
+        gt.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(binary).save(gt / f"{source.stem}.png")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
