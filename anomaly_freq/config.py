@@ -30,8 +30,12 @@ def load_config(overrides: Iterable[str] = (), config_dir: Path = CONFIG_DIR) ->
     cfg = _read_yaml(config_dir / "default.yaml")
     for group in GROUPS:
         name = groups.get(group, cfg[group]["name"])
-        cfg = OmegaConf.merge(cfg, group_defaults(group, name, config_dir))
-        cfg[group]["name"] = name
+        defaults = group_defaults(group, name, config_dir)
+        cfg = OmegaConf.merge(cfg, defaults)
+        cfg[group]["name"] = defaults.get(group, {}).get("name", name)
+    per_dataset = cfg.get("per_dataset", {}).get(cfg.dataset.name)
+    if per_dataset is not None:
+        cfg = OmegaConf.merge(cfg, per_dataset)
 
     for key, raw, add in rest:
         _apply_override(cfg, key, raw, add)
@@ -41,18 +45,25 @@ def load_config(overrides: Iterable[str] = (), config_dir: Path = CONFIG_DIR) ->
 
 
 def group_defaults(group: str, name: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
-    """Defaults a method or dataset adds: its YAML file, else the plugin's `default_config`."""
+    """Defaults a method or dataset adds: its YAML file, else the plugin's `default_config`.
+
+    A file may start from another with ``_base_: <name>`` (presets such as ``fair_fast``), and a
+    method file may hold ``per_dataset: {<dataset>: {...}}``, merged when that dataset is used.
+    """
     from anomaly_freq import registry
 
-    available = registry.list_methods() if group == "method" else registry.list_datasets()
-    if name not in available:
+    path = config_dir / group / f"{name}.yaml"
+    if path.exists():
+        cfg = _read_yaml(path)
+        base = cfg.pop("_base_", None)
+        return OmegaConf.merge(group_defaults(group, base, config_dir), cfg) if base else cfg
+    registered = registry.list_methods() if group == "method" else registry.list_datasets()
+    if name not in registered:
+        available = sorted({*registered, *(p.stem for p in (config_dir / group).glob("*.yaml"))})
         raise AfreqError(
             f"unknown {group} '{name}'{_suggest(name, available)}; "
             f"valid {group}s: {', '.join(available)}"
         )
-    path = config_dir / group / f"{name}.yaml"
-    if path.exists():
-        return _read_yaml(path)
     cls = registry.get_method(name) if group == "method" else registry.get_dataset(name)
     return OmegaConf.create(dict(getattr(cls, "default_config", {}) or {}))
 

@@ -86,3 +86,24 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     OmegaConf.save(cfg, path)
     assert OmegaConf.load(path) == cfg
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_presets_and_per_dataset_settings(tmp_path):
+    from anomaly_freq.config import CONFIG_DIR
+
+    for rel in ("default.yaml", "dataset/synthetic.yaml", "method/freqstat.yaml"):
+        _write(tmp_path / rel, (CONFIG_DIR / rel).read_text())
+    _write(tmp_path / "method/freqstat.yaml", (CONFIG_DIR / "method/freqstat.yaml").read_text()
+           + "per_dataset:\n  synthetic:\n    trainer: {max_epochs: 7}\n")
+    _write(tmp_path / "method/freqstat_fast.yaml", "_base_: freqstat\nmethod: {d0: 4.0}\n")
+    cfg = load_config(["method=freqstat_fast"], config_dir=tmp_path)
+    assert cfg.method.name == "freqstat"  # a preset runs the method it is based on
+    assert cfg.method.d0 == 4.0 and cfg.method.map_sigma == 4.0
+    assert cfg.trainer.max_epochs == 7  # per_dataset applied for the synthetic set
+    assert load_config(["method=freqstat_fast", "trainer.max_epochs=2"],
+                       config_dir=tmp_path).trainer.max_epochs == 2
