@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("predict", help="score new images with a saved checkpoint")
+    p.add_argument("settings", nargs="+", metavar="key=value",
+                   help="checkpoint=<run folder>/model.pt images=<folder> [method=<name>] "
+                        "[output=<folder>]")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("data", help="download or check datasets")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     d = data.add_parser("download", help="download, verify and extract mvtec_ad or visa")
@@ -115,6 +121,25 @@ def _print_results(results, cfg) -> None:
         means = [_mean([r.metrics.get(k) for r in results]) for k in ("image_auroc", "pixel_auroc")]
         table.add_row("mean", "", *map(fmt, means), "", style="bold")
     console.print(table)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from anomaly_freq.predict import predict_folder
+
+    allowed = {"checkpoint", "images", "method", "output"}
+    settings = dict(item.partition("=")[::2] for item in args.settings)
+    unknown = set(settings) - allowed
+    if unknown or not {"checkpoint", "images"} <= settings.keys():
+        got = " ".join(args.settings)
+        raise AfreqError("afreq predict takes checkpoint=<model.pt> images=<folder> and "
+                         f"optionally method=<name> output=<folder> (got {got})")
+    out = predict_folder(Path(settings["checkpoint"]), Path(settings["images"]),
+                         Path(settings["output"]) if settings.get("output") else None,
+                         settings.get("method"))
+    console.print(f"scores and heatmaps written to {out}")
+    return 0
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:

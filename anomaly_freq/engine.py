@@ -28,6 +28,7 @@ from anomaly_freq.bench.rundir import (
     write_atomic,
     write_json,
 )
+from anomaly_freq.checkpoint import save_checkpoint
 from anomaly_freq.config import config_to_yaml
 from anomaly_freq.data import AnomalyDataModule, DatasetSource, Sample, cache_dir
 from anomaly_freq.data.cache import DecodeCache
@@ -86,6 +87,8 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
         _guard_interrupt(trainer.fit, method, datamodule=datamodule)
         _guard_interrupt(trainer.predict, method, datamodule=datamodule, return_predictions=False)
         metrics = compute_metrics(collector)
+        if cfg.output.save_checkpoint:
+            save_checkpoint(method, cfg, run_dir / "model.pt")
         write_atomic(run_dir / "scores.csv", _scores_csv(collector.rows))
         write_json(run_dir / "protocol.json", protocol(cfg, method, len(train), len(test)))
         write_json(run_dir / "metrics.json", {"category": category, **metrics})

@@ -47,8 +47,10 @@ class FreqStat(AnomalyModule):
         self.energy_sigma = float(cfg.method.energy_sigma)
         self.map_sigma = float(cfg.method.map_sigma)
         self.std_floor = float(cfg.method.std_floor)
-        self.register_buffer("mean", torch.empty(0))
-        self.register_buffer("std", torch.empty(0))
+        side = cfg.dataset.center_crop or cfg.dataset.image_size
+        self.register_buffer("mean", torch.zeros(1, 3, side, side))
+        self.register_buffer("std", torch.ones(1, 3, side, side))
+        self.register_buffer("fitted", torch.tensor(False))
         self._sum: torch.Tensor | None = None
         self._sumsq: torch.Tensor | None = None
         self._count = 0
@@ -76,9 +78,10 @@ class FreqStat(AnomalyModule):
         floor = self.std_floor * std.mean(dim=(-2, -1), keepdim=True)
         self.mean = mean.float()
         self.std = torch.maximum(std, floor).float()
+        self.fitted.fill_(True)
 
     def predict_step(self, batch: dict, batch_idx: int = 0) -> dict[str, torch.Tensor]:
-        if self.mean.numel() == 0:
+        if not self.fitted:
             raise RuntimeError("freqstat has no statistics yet: fit it on training images first")
         z = ((self.energy(batch["image"]) - self.mean) / self.std).abs().mean(1, keepdim=True)
         amap = _blur(z, self.map_sigma)

@@ -1,0 +1,63 @@
+"""Per-category checkpoints: the method's state_dict plus the resolved config that built it.
+
+Saved with `torch.save` through a temporary file and loaded with ``weights_only=True`` (only
+tensors and plain containers), so a checkpoint cannot run code when it is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from anomaly_freq import __version__, registry
+from anomaly_freq.errors import AfreqError
+
+FORMAT = 1
+
+
+def save_checkpoint(method: Any, cfg: DictConfig, path: Path) -> None:
+    payload = {
+        "format": FORMAT,
+        "anomaly_freq": __version__,
+        "method": cfg.method.name,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "state_dict": {k: v.detach().cpu() for k, v in method.state_dict().items()},
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt.tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, expected_method: str | None = None) -> tuple[Any, DictConfig]:
+    """Rebuild the method from a checkpoint; returns (method in eval mode, its config)."""
+    if not path.is_file():
+        raise AfreqError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise AfreqError(f"{path} is not a readable afreq checkpoint ({err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise AfreqError(f"{path} is not an afreq checkpoint (format {FORMAT} expected)")
+    name = payload["method"]
+    if expected_method and expected_method != name:
+        raise AfreqError(f"checkpoint {path} was trained with method '{name}', "
+                         f"not '{expected_method}'")
+    cfg = OmegaConf.create(payload["config"])
+    method = registry.create_method(name, cfg)
+    try:
+        method.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise AfreqError(f"checkpoint {path} does not fit method '{name}' as configured "
+                         f"({first}); was it saved by another version or width?") from err
+    return method.eval(), cfg
