@@ -23,6 +23,7 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 tables: install
+	$(BIN)/afreq sweep experiments/synthetic/cross_method.yaml
 	$(BIN)/afreq tables
 
 lint: install

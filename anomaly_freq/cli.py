@@ -59,6 +59,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("sweep", help="run a grid of runs from a sweep file, resumably")
+    p.add_argument("file", help="sweep YAML, e.g. experiments/fair/table1_mvtec.yaml")
+    p.add_argument("--executor", choices=["local", "slurm"], default="local")
+    p.add_argument("--jobs", type=int, default=1, help="parallel local workers (one GPU each)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs that would start")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("results", help="print or export the long-format result table")
+    p.add_argument("--root", default="runs", help="run folder root (default runs)")
+    p.add_argument("--export", help="write to a .csv or .parquet file")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("tables", help="paper tables and the synthetic comparison, docs/tables/")
+    p.add_argument("--root", default="runs", help="run folder root (default runs)")
+    p.add_argument("--experiments", default="experiments", help="folder of sweep files")
+    p.add_argument("--out", default="docs/tables", help="output folder")
+    p.set_defaults(func=cmd_tables)
+
     p = sub.add_parser("predict", help="score new images with a saved checkpoint")
     p.add_argument("settings", nargs="+", metavar="key=value",
                    help="checkpoint=<run folder>/model.pt images=<folder> [method=<name>] "
@@ -121,6 +139,61 @@ def _print_results(results, cfg) -> None:
         means = [_mean([r.metrics.get(k) for r in results]) for k in ("image_auroc", "pixel_auroc")]
         table.add_row("mean", "", *map(fmt, means), "", style="bold")
     console.print(table)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from anomaly_freq.bench.sweep import run_sweep
+
+    summary = run_sweep(Path(args.file), args.executor, args.jobs, args.dry_run, console)
+    console.print(summary)
+    return 1 if summary.get("failed") else 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from anomaly_freq.bench.store import load_results
+
+    frame = load_results(Path(args.root))
+    if args.export:
+        out = Path(args.export)
+        if out.suffix == ".parquet":
+            try:
+                frame.to_parquet(out, index=False)
+            except ImportError as err:
+                raise AfreqError("Parquet export needs pyarrow: pip install pyarrow") from err
+        elif out.suffix == ".csv":
+            frame.to_csv(out, index=False)
+        else:
+            raise AfreqError(f"--export {out}: use a .csv or .parquet file name")
+        console.print(f"{len(frame)} rows written to {out}")
+        return 0
+    if frame.empty:
+        console.print(f"no finished runs under {args.root}")
+        return 0
+    table = Table(title=f"results under {args.root} (mean over seeds)")
+    pivot = (frame.groupby(["method", "dataset", "category", "metric"])["value"].mean()
+             .unstack("metric").reset_index())
+    for column in pivot.columns:
+        table.add_column(str(column))
+    for row in pivot.itertuples(index=False):
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from anomaly_freq.bench.store import load_results
+    from anomaly_freq.bench.tables import write_tables
+
+    files = sorted(p for p in Path(args.experiments).glob("*/*.yaml"))
+    written = write_tables(files, load_results(Path(args.root)), Path(args.out))
+    console.print(f"wrote {len(written)} tables to {args.out}/ (Markdown, LaTeX, CSV)")
+    return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

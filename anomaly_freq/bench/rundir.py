@@ -40,10 +40,20 @@ def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """Hash of the resolved config without where-to-write keys: equal hash, equal experiment."""
+# Keys that change where or how visibly a run happens, never its numbers.
+NON_EXPERIMENT_KEYS = ("output", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+                       "dataset.num_workers", "dataset.cache", "dataset.root")
+
+
+def config_hash(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> str:
+    """Hash of the resolved config without non-experiment keys: equal hash, equal experiment."""
     data = OmegaConf.to_container(cfg, resolve=True)
-    data.pop("output", None)
+    for dotted in (*NON_EXPERIMENT_KEYS, *ignore):
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -1,0 +1,62 @@
+"""The result store: every finished run folder as rows of one long-format table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from anomaly_freq.bench.rundir import FINISHED_MARKER, config_hash
+
+PROTOCOL_FIELDS = ("eval_resolution", "image_size", "epochs", "model_selection",
+                   "score_normalisation", "pro_variant", "learning_type")
+COLUMNS = ["method", "dataset", "category", "seed", "shots", "shot_seed", "metric", "value",
+           "config_hash", "variant", *PROTOCOL_FIELDS, "run_dir"]
+
+
+def finished_runs(root: Path) -> Iterator[Path]:
+    """Run folders under ``root`` whose metrics.json exists (written last, so complete)."""
+    if root.is_dir():
+        for marker in sorted(root.glob(f"*/*/*/*/{FINISHED_MARKER}")):
+            yield marker.parent
+
+
+def finished_hashes(root: Path) -> dict[str, list[Path]]:
+    index: dict[str, list[Path]] = {}
+    for run_dir in finished_runs(root):
+        index.setdefault(_protocol(run_dir).get("config_hash", ""), []).append(run_dir)
+    return index
+
+
+def _protocol(run_dir: Path) -> dict:
+    path = run_dir / "protocol.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load_results(root: Path) -> pd.DataFrame:
+    """One row per run × metric, with the run's identity and protocol fields."""
+    rows = []
+    for run_dir in finished_runs(root):
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+        protocol = _protocol(run_dir)
+        metrics = json.loads((run_dir / FINISHED_MARKER).read_text())
+        base = {
+            "method": cfg.method.name,
+            "dataset": cfg.dataset.name,
+            "category": cfg.dataset.category,
+            "seed": cfg.seed,
+            "shots": cfg.dataset.get("shots"),
+            "shot_seed": cfg.dataset.get("shot_seed") if cfg.dataset.get("shots") else None,
+            "config_hash": protocol.get("config_hash", config_hash(cfg)),
+            # the same experiment on another category or seed shares this
+            "variant": config_hash(cfg, ignore=("dataset.category", "seed", "dataset.shot_seed")),
+            **{field: protocol.get(field) for field in PROTOCOL_FIELDS},
+            "run_dir": str(run_dir),
+        }
+        for metric, value in metrics.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                rows.append({**base, "metric": metric, "value": float(value)})
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,266 @@
+"""`afreq tables`: reproduced numbers beside published ones, per paper table and per method.
+
+For every sweep file with ``published`` metadata, one block per (setting, metric): categories in
+the field's canonical order with group means and the mean, the published columns of that paper
+table, our reproduction (mean ± std over seeds and shot draws), and Δ against the published value
+of the method we reproduce. Cells without runs say "not run". Values are percentages.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from anomaly_freq.bench.published import load_published
+from anomaly_freq.bench.rundir import write_atomic
+from anomaly_freq.bench.sweep import Point, Sweep, expand, load_sweep
+from anomaly_freq.data import synthetic, visa
+from anomaly_freq.data.sources import MVTEC_OBJECTS, MVTEC_TEXTURES
+from anomaly_freq.errors import AfreqError
+
+GROUPS = {
+    "mvtec_ad": {"mean_texture": MVTEC_TEXTURES, "mean_object": MVTEC_OBJECTS},
+    "visa": {f"mean_{g}": tuple(c for c in visa.OBJECTS if visa.GROUPS[c] == g)
+             for g in ("complex_structure", "multiple_instances", "single_instance")},
+    "synthetic": {f"mean_{g}": tuple(c for c, v in synthetic.CATEGORIES.items() if v.group == g)
+                  for g in ("texture", "object")},
+}
+OUR_METRIC = {"image_auroc": "image_auroc", "pixel_auroc": "pixel_auroc", "pro": "pixel_aupro"}
+NOT_RUN = "not run"
+
+
+@dataclass
+class Block:
+    """One rendered table: row labels, column names, display cells, numbers for 'best'."""
+
+    title: str
+    columns: list[str]
+    rows: list[tuple[str, list[str], list[float | None]]] = field(default_factory=list)
+    footer: list[str] = field(default_factory=list)
+
+
+def category_order(dataset: str, present: set[str]) -> list[str]:
+    """Categories in canonical order, followed by the summary rows that apply."""
+    groups = GROUPS.get(dataset, {})
+    ordered = [c for members in groups.values() for c in members if c in present]
+    ordered += sorted(present - set(ordered) - {"mean", *groups})
+    summaries = [g for g, members in groups.items() if set(members) & set(ordered)]
+    return ordered + summaries + ["mean"]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def _fmt(mean: float | None, std: float | None = None) -> str:
+    if mean is None:
+        return NOT_RUN
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def _summary(values: dict[str, float], label: str, dataset: str,
+             categories: list[str] | None = None) -> float | None:
+    """A group mean or the mean; None unless every member category has a value."""
+    if label == "mean":
+        members = categories or [c for g in GROUPS.get(dataset, {}).values() for c in g]
+    else:
+        members = GROUPS.get(dataset, {}).get(label)
+    if not members or any(c not in values for c in members):
+        return None
+    return statistics.fmean(values[c] for c in members)
+
+
+def paper_blocks(sweep: Sweep, points: list[Point], results: pd.DataFrame,
+                 published: pd.DataFrame) -> list[Block]:
+    meta = sweep.published
+    blocks = []
+    for setting in sweep.settings:
+        setting_points = [p for p in points if p.setting == setting]
+        dataset = _dataset(sweep, setting_points)
+        for metric in meta.get("metrics", ["image_auroc"]):
+            pub = published[(published["source"] == meta["source"])
+                            & (published["table"] == meta["table"])
+                            & (published["setting"] == meta.get("settings", {}).get(setting,
+                                                                                    setting))
+                            & (published["metric"] == metric)]
+            blocks.append(_block(sweep, setting, metric, dataset, setting_points, results, pub))
+    return blocks
+
+
+def _dataset(sweep: Sweep, points: list[Point]) -> str:
+    for item in sweep.overrides:
+        if item.startswith("dataset="):
+            return item.split("=", 1)[1]
+    return "synthetic"
+
+
+def _block(sweep: Sweep, setting: str, metric: str, dataset: str, points: list[Point],
+           results: pd.DataFrame, pub: pd.DataFrame) -> Block:
+    ours = sweep.published.get("method", "")
+    methods = list(dict.fromkeys(pub["paper"]))
+    published = {m: dict(zip(g["category"], g["value"], strict=True))
+                 for m, g in pub.groupby("paper")}
+    runs = results[results["metric"] == OUR_METRIC.get(metric, metric)]
+    reproduced: dict[str, list[float]] = {}
+    used = runs[runs["config_hash"].isin({p.hash for p in points})]
+    by_hash = {p.hash: p.category for p in points}
+    for _, row in used.iterrows():
+        reproduced.setdefault(by_hash[row["config_hash"]], []).append(100 * row["value"])
+    present = {p.category for p in points} | set(pub["category"])
+    order = category_order(dataset, present)
+    block = Block(f"{sweep.title or sweep.name} — {metric}, setting {setting}",
+                  ["category", *methods, "reproduced", f"Δ vs {ours}" if ours else "Δ"])
+    means = {c: _mean_std(v)[0] for c, v in reproduced.items()}
+    categories = [c for c in order if not c.startswith("mean")]
+    for label in order:
+        cells, numbers = [], []
+        for m in methods:
+            value = published[m].get(label)
+            if value is None and label.startswith("mean"):
+                value = _summary(published[m], label, dataset, categories)
+            cells.append(_fmt(value))
+            numbers.append(value)
+        if label.startswith("mean"):
+            mean, std = _summary(means, label, dataset, categories), None
+        else:
+            mean, std = _mean_std(reproduced[label]) if label in reproduced else (None, None)
+        cells.append(_fmt(mean, std))
+        numbers.append(mean)
+        reference = published.get(ours, {}).get(label)
+        cells.append(f"{mean - reference:+.1f}" if mean is not None and reference is not None
+                     else "")
+        numbers.append(None)
+        block.rows.append((label.replace("_", " "), cells, numbers))
+    block.footer = _protocol_footer(sweep, used)
+    return block
+
+
+def _protocol_footer(sweep: Sweep, used: pd.DataFrame) -> list[str]:
+    lines = []
+    if used.empty:
+        lines.append(f"No runs yet: reproduce with `afreq sweep {sweep.path.as_posix()}`.")
+    else:
+        def values(column: str) -> str:
+            return ", ".join(str(v) for v in sorted(used[column].dropna().unique(), key=str))
+
+        lines.append(f"Protocol: resolution {values('eval_resolution')}, epochs "
+                     f"{values('epochs')}, model selection {values('model_selection')}, seeds "
+                     f"{values('seed')}, shots {values('shots') or 'all'}, AUPRO variant "
+                     f"{values('pro_variant') or 'n/a'}, score normalisation "
+                     f"{values('score_normalisation')}.")
+    lines += [f"Deviation: {d}" for d in sweep.deviations]
+    lines.append("Published group means that the paper did not print are computed from its "
+                 "per-category values. Reproduced cells are mean ± std over seeds.")
+    return lines
+
+
+def cross_method_blocks(results: pd.DataFrame) -> list[Block]:
+    """Every method that has runs on the synthetic set, side by side."""
+    runs = results[results["dataset"] == "synthetic"]
+    blocks = []
+    variants = runs.groupby(["method", "variant"]).size().reset_index()
+    counts = variants["method"].value_counts()
+    labels = {(m, v): m if counts[m] == 1 else f"{m} ({v[:6]})"
+              for m, v in zip(variants["method"], variants["variant"], strict=True)}
+    for metric in ("image_auroc", "pixel_auroc", "pixel_aupro"):
+        subset = runs[runs["metric"] == metric]
+        if subset.empty:
+            continue
+        block = Block(f"Synthetic set — {metric}", ["category", *labels.values()])
+        per = {key: {} for key in labels}
+        for (m, v, c), g in subset.groupby(["method", "variant", "category"]):
+            per[(m, v)][c] = [100 * x for x in g["value"]]
+        for label in category_order("synthetic", set(synthetic.CATEGORIES)):
+            cells, numbers = [], []
+            for key in labels:
+                if label.startswith("mean"):
+                    means = {c: statistics.fmean(v) for c, v in per[key].items()}
+                    mean, std = _summary(means, label, "synthetic"), None
+                elif label in per[key]:
+                    mean, std = _mean_std(per[key][label])
+                else:
+                    mean, std = None, None
+                cells.append(_fmt(mean, std))
+                numbers.append(mean)
+            block.rows.append((label.replace("_", " "), cells, numbers))
+        block.footer = ["Each column is one method configuration; mean ± std over seeds. Runs "
+                        "come from the result store, so a new plugin appears once it has run."]
+        blocks.append(block)
+    return blocks
+
+
+def _best(numbers: list[float | None]) -> float | None:
+    present = [n for n in numbers if n is not None]
+    return max(present) if present else None
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    out = io.StringIO()
+    for block in blocks:
+        out.write(f"### {block.title}\n\n| " + " | ".join(block.columns) + " |\n|")
+        out.write("---|" * len(block.columns) + "\n")
+        for label, cells, numbers in block.rows:
+            best = _best(numbers)
+            shown = [f"**{c}**" if n is not None and n == best else c
+                     for c, n in zip(cells, numbers, strict=True)]
+            out.write(f"| {label} | " + " | ".join(shown) + " |\n")
+        out.write("\n" + "\n".join(f"{line}  " for line in block.footer) + "\n\n")
+    return out.getvalue()
+
+
+def _tex(text: str) -> str:
+    return text.replace("_", r"\_").replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace(
+        "—", "--")
+
+
+def to_latex(blocks: list[Block]) -> str:
+    out = io.StringIO()
+    for block in blocks:
+        out.write(f"% {_tex(block.title)}\n\\begin{{tabular}}{{l{'r' * (len(block.columns) - 1)}}}"
+                  "\n\\toprule\n" + " & ".join(map(_tex, block.columns)) + r" \\" + "\n\\midrule\n")
+        for label, cells, numbers in block.rows:
+            best = _best(numbers)
+            shown = [rf"\textbf{{{_tex(c)}}}" if n is not None and n == best else _tex(c)
+                     for c, n in zip(cells, numbers, strict=True)]
+            out.write(" & ".join([_tex(label), *shown]) + r" \\" + "\n")
+        out.write("\\bottomrule\n\\end{tabular}\n\n")
+    return out.getvalue()
+
+
+def to_csv(blocks: list[Block]) -> str:
+    rows = [{"table": b.title, "row": label, "column": col, "cell": cell}
+            for b in blocks for label, cells, _ in b.rows
+            for col, cell in zip(b.columns[1:], cells, strict=True)]
+    return pd.DataFrame(rows).to_csv(index=False)
+
+
+def write_tables(sweep_files: list[Path], results: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Write Markdown, LaTeX and CSV per paper table and for the synthetic comparison."""
+    published = load_published()
+    written = []
+    jobs = []
+    for path in sweep_files:
+        sweep = load_sweep(path)
+        if not sweep.published:
+            continue
+        try:
+            points = expand(sweep)
+        except AfreqError as err:  # e.g. the method is not implemented or installed here
+            points = []
+            sweep.deviations.append(f"cannot expand this sweep here: {err}")
+        jobs.append((sweep.name, paper_blocks(sweep, points, results, published)))
+    jobs.append(("synthetic/cross_method", cross_method_blocks(results)))
+    for name, blocks in jobs:
+        stem = out_dir / name.replace("/", "__")
+        header = f"# {name}\n\nGenerated by `afreq tables`. Values in %.\n\n"
+        write_atomic(stem.with_suffix(".md"), header + to_markdown(blocks))
+        write_atomic(stem.with_suffix(".tex"), to_latex(blocks))
+        write_atomic(stem.with_suffix(".csv"), to_csv(blocks))
+        written.append(stem.with_suffix(".md"))
+    index = "# Tables\n\n" + "".join(f"- [{p.stem}]({p.name})\n" for p in written)
+    write_atomic(out_dir / "README.md", index)
+    return written

@@ -1,0 +1,156 @@
+"""Sweeps (resumable after a kill, past failures, submitit), the result store and tables."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from anomaly_freq.bench.store import finished_runs, load_results
+from anomaly_freq.bench.sweep import expand, load_sweep, run_sweep
+from anomaly_freq.bench.tables import write_tables
+from anomaly_freq.errors import AfreqError
+from tests.conftest import TINY_SYNTHETIC, run_cli
+
+TINY = "\n".join(f"  - {o}" for o in TINY_SYNTHETIC)
+
+
+def write_sweep(folder, text):
+    path = folder / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_expand_grid_and_categories(tmp_path):
+    path = write_sweep(tmp_path, f"""
+name: demo
+overrides:
+{TINY}
+grid:
+  seed: [0, 1, 2]
+  dataset.category: all
+settings:
+  full: []
+  small: [method.d0=8]
+""")
+    points = expand(load_sweep(path))
+    assert len(points) == 2 * 3 * 4
+    assert len({p.hash for p in points}) == len(points)
+    assert {p.category for p in points} == {"weave", "granite", "washer", "chip"}
+
+
+def test_bad_sweep_file(tmp_path):
+    with pytest.raises(AfreqError, match="unknown keys griid"):
+        load_sweep(write_sweep(tmp_path, "griid: {seed: [1]}\n"))
+    with pytest.raises(AfreqError, match="grid key 'seed' needs a list"):
+        load_sweep(write_sweep(tmp_path, "grid: {seed: 3}\n"))
+
+
+def test_killed_sweep_resumes_and_runs_each_point_once(tmp_path, plugin_dir):
+    path = write_sweep(tmp_path, f"""
+name: resume
+overrides:
+{TINY}
+  - output.root={tmp_path / 'runs'}
+grid:
+  method: [freqstat, mean_image]
+  dataset.category: [weave, chip]
+  seed: [0, 1]
+""")
+    env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
+    command = [sys.executable, "-m", "anomaly_freq.cli", "sweep", str(path), "--jobs", "2"]
+    first = subprocess.Popen(command, env=env, cwd=tmp_path, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(list(finished_runs(tmp_path / "runs"))) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    finished_early = len(list(finished_runs(tmp_path / "runs")))
+    assert 2 <= finished_early < 8, "the kill should land part way through the sweep"
+
+    second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"{finished_early} already finished" in second.stdout
+    runs = list(finished_runs(tmp_path / "runs"))
+    hashes = [json.loads((r / "protocol.json").read_text())["config_hash"] for r in runs]
+    assert len(hashes) == 8 and len(set(hashes)) == 8  # every point exactly once
+    for run_dir in runs:
+        assert 0 <= json.loads((run_dir / "metrics.json").read_text())["image_auroc"] <= 1
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert "8 already finished, 0 to run" in again.stdout
+
+
+def test_sweep_keeps_going_past_a_failure(tmp_path):
+    path = write_sweep(tmp_path, f"""
+name: failing
+overrides:
+{TINY}
+  - output.root={tmp_path / 'runs'}
+  - dataset.category=weave
+grid:
+  dataset.shots: [2, 999]
+""")
+    summary = run_sweep(path)
+    assert summary == {"total": 2, "finished_before": 0, "ran": 1, "failed": 1}
+    log = [json.loads(line) for line in
+           (tmp_path / "runs" / "sweeps" / "failing" / "status.jsonl").read_text().splitlines()]
+    failed = next(e for e in log if e["status"] == "failed")
+    assert "dataset.shots=999 is out of range" in failed["detail"]
+
+
+def test_submitit_local_executor(tmp_path):
+    path = write_sweep(tmp_path, f"""
+name: cluster
+overrides:
+{TINY}
+  - output.root={tmp_path / 'runs'}
+  - dataset.category=granite
+grid:
+  seed: [0, 1]
+""")
+    summary = run_sweep(path, executor="slurm", submitit_cluster="local")
+    assert summary["ran"] == 2 and summary["failed"] == 0
+    assert len(list(finished_runs(tmp_path / "runs"))) == 2
+
+
+def test_results_export_and_tables(tmp_path):
+    runs = tmp_path / "runs"
+    result = run_cli(["run", "dataset.category=washer", f"output.root={runs}", *TINY_SYNTHETIC],
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    frame = load_results(runs)
+    assert set(frame["metric"]) >= {"image_auroc", "pixel_auroc"}
+    assert (frame["method"] == "freqstat").all() and (frame["category"] == "washer").all()
+    for suffix in ("csv", "parquet"):
+        out = run_cli(["results", "--root", str(runs), "--export", f"r.{suffix}"], cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+    assert len(pd.read_parquet(tmp_path / "r.parquet")) == len(frame)
+
+    paper = tmp_path / "experiments" / "fair"
+    paper.mkdir(parents=True)
+    (paper / "table1.yaml").write_text("""
+name: fair/table1
+title: FAIR Table 1
+overrides: [method=freqstat, dataset=mvtec_ad]
+grid: {dataset.category: all, seed: [0]}
+published: {source: fair, table: "Table 1: MVTec AD image-level AUROC", method: FAIR,
+            metrics: [image_auroc]}
+deviations: [an example deviation]
+""")
+    written = write_tables(sorted(tmp_path.glob("experiments/*/*.yaml")), frame,
+                           tmp_path / "tables")
+    text = (tmp_path / "tables" / "fair__table1.md").read_text()
+    assert "| carpet | 92.9 | **100.0** | 95.6 |" in text  # as published, best in bold
+    assert "not run" in text and "Deviation: an example deviation" in text
+    assert text.index("| carpet") < text.index("| bottle") < text.index("| mean texture")
+    assert "98.6" in text  # FAIR's printed MVTec mean
+    synthetic = (tmp_path / "tables" / "synthetic__cross_method.md").read_text()
+    assert "| washer |" in synthetic and "freqstat" in synthetic
+    assert (tmp_path / "tables" / "fair__table1.tex").read_text().count(r"\textbf") >= 15
+    assert len(written) == 2
