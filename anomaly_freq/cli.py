@@ -85,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="download or check datasets")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    d = data.add_parser("download", help="download, verify and extract mvtec_ad or visa")
-    d.add_argument("dataset", choices=["mvtec_ad", "visa"])
+    d = data.add_parser("download", help="download, verify and extract a dataset")
+    d.add_argument("dataset", choices=["mvtec_ad", "visa", "kolektorsdd", "cifar10", "dagm"])
     d.add_argument("--root", help="target folder (default datasets/<dataset>)")
     d.set_defaults(func=cmd_data_download)
     d = data.add_parser("check", help="report which categories are present, missing or corrupt")

@@ -143,3 +143,31 @@ def test_cli_download_runs_the_visa_conversion(server, tmp_path, monkeypatch):
 def test_cli_download_of_unknown_dataset_fails_cleanly(tmp_path):
     result = run_cli(["data", "download", "nosuch"], cwd=tmp_path)
     assert result.returncode != 0 and "invalid choice" in result.stderr
+
+
+def test_zip_archives_extract_and_refuse_escapes(server, tmp_path):
+    import zipfile
+
+    def make_zip(names):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for name in names:
+                archive.writestr(name, b"data")
+        return buffer.getvalue()
+
+    server.files["/ok.zip"] = make_zip(["kos01/Part0.jpg", "kos01/Part0_label.bmp"])
+    archive = fetch(server.info("ok.zip"), tmp_path / "a", show_progress=False)
+    extract(archive, tmp_path / "a")
+    assert (tmp_path / "a" / "kos01" / "Part0.jpg").read_bytes() == b"data"
+    server.files["/bad.zip"] = make_zip(["ok.txt", "../../escape.txt"])
+    archive = fetch(server.info("bad.zip"), tmp_path / "b", show_progress=False)
+    with pytest.raises(AfreqError, match="climbs out"):
+        extract(archive, tmp_path / "b")
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "b" / "ok.txt").exists()
+
+
+def test_md5_checksum_is_used_when_no_sha256_is_published(server, tmp_path):
+    server.files["/c.tar"] = make_tar(GOOD)
+    info = DownloadInfo("c", f"{server.url}/c.tar", "c.tar", md5="0" * 32)
+    with pytest.raises(AfreqError, match="has md5 .* expected 0{32}"):
+        fetch(info, tmp_path, show_progress=False)

@@ -1,5 +1,6 @@
 """Datasets; importing this package registers the in-tree ones."""
 
+from anomaly_freq.data import cifar, dagm, kolektor  # noqa: F401  (registers them)
 from anomaly_freq.data.datamodule import AnomalyDataModule
 from anomaly_freq.data.mvtec_layout import Sample
 from anomaly_freq.data.sources import DatasetSource, cache_dir

@@ -14,6 +14,7 @@ import shutil
 import tarfile
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -27,7 +28,9 @@ class DownloadInfo:
     name: str
     url: str
     filename: str
-    sha256: str
+    sha256: str | None = None
+    md5: str | None = None  # only where no sha256 is published (CIFAR-10)
+    manual: str | None = None  # where no direct download exists: how to get the data
 
 
 DOWNLOADS = {
@@ -44,6 +47,20 @@ DOWNLOADS = {
         "VisA_20220922.tar",
         "2eb8690c803ab37de0324772964100169ec8ba1fa3f7e94291c9ca673f40f362",
     ),
+    "kolektorsdd": DownloadInfo(
+        "kolektorsdd", "https://go.vicos.si/kolektorsdd", "KolektorSDD.zip",
+        "65dc621693418585de9c4467d1340ea7958a6181816f0dc2883a1e8b61f9d4dc",
+    ),
+    "cifar10": DownloadInfo(
+        "cifar10", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "cifar-10-python.tar.gz", md5="c58f30108f718f92721af3b95e74349a",
+    ),
+    "dagm": DownloadInfo(
+        "dagm", "", "", manual="DAGM 2007 has no direct download link: fetch the ten class "
+        "archives from the competition page (Heidelberg Collaboratory for Image Processing, "
+        "https://hci.iwr.uni-heidelberg.de/node/3616) after accepting its terms, and unpack them "
+        "so that <root>/Class1 … Class10 exist",
+    ),
 }
 CHUNK = 1 << 20
 
@@ -56,10 +73,12 @@ def download_info(name: str) -> DownloadInfo:
 
 def fetch(info: DownloadInfo, root: Path, show_progress: bool = True) -> Path:
     """Download ``info`` into ``root/.downloads`` (resuming) and verify it; return the archive."""
+    if info.manual:
+        raise AfreqError(info.manual)
     folder = root / ".downloads"
     folder.mkdir(parents=True, exist_ok=True)
     archive, part = folder / info.filename, folder / f"{info.filename}.part"
-    if archive.exists() and sha256_of(archive) == info.sha256:
+    if archive.exists() and _verified(archive, info):
         return archive
     start = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={start}-"} if start else {}
@@ -80,17 +99,27 @@ def fetch(info: DownloadInfo, root: Path, show_progress: bool = True) -> Path:
         have = part.stat().st_size if part.exists() else 0
         raise AfreqError(f"download of {info.url} failed ({err!r}); run the same command "
                          f"again to resume from byte {have}") from err
-    digest = sha256_of(part)
-    if digest != info.sha256:
+    if not _verified(part, info):
+        kind, expected = _checksum(info)
+        got = digest_of(part, kind)
         part.unlink()
-        raise AfreqError(f"{info.filename} has sha256 {digest}, expected {info.sha256}; the "
+        raise AfreqError(f"{info.filename} has {kind} {got}, expected {expected}; the "
                          "partial file was removed, run the download again")
     part.replace(archive)
     return archive
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def _checksum(info: DownloadInfo) -> tuple[str, str | None]:
+    return ("sha256", info.sha256) if info.sha256 or not info.md5 else ("md5", info.md5)
+
+
+def _verified(path: Path, info: DownloadInfo) -> bool:
+    kind, expected = _checksum(info)
+    return expected is None or digest_of(path, kind) == expected
+
+
+def digest_of(path: Path, kind: str = "sha256") -> str:
+    digest = hashlib.new(kind)
     with path.open("rb") as handle:
         while block := handle.read(CHUNK):
             digest.update(block)
@@ -102,21 +131,26 @@ def _progress(show: bool) -> Progress:
                     TransferSpeedColumn(), disable=not show)
 
 
+def _name_problem(raw: str) -> str | None:
+    name = PurePosixPath(raw.replace("\\", "/"))
+    if name.is_absolute() or raw.startswith(("/", "\\")) or ":" in name.parts[0]:
+        return "is an absolute path"
+    if ".." in name.parts:
+        return "climbs out with '..'"
+    return None
+
+
 def check_members(tar: tarfile.TarFile, archive: Path) -> None:
     """Refuse absolute names, ``..``, links that leave the root, devices and fifos."""
     for member in tar.getmembers():
         name = PurePosixPath(member.name)
-        problem = None
-        if name.is_absolute() or member.name.startswith(("/", "\\")):
-            problem = "is an absolute path"
-        elif ".." in name.parts:
-            problem = "climbs out with '..'"
-        elif member.issym() or member.islnk():
+        problem = _name_problem(member.name)
+        if problem is None and (member.issym() or member.islnk()):
             target = PurePosixPath(member.linkname)
             base = name.parent if member.issym() else PurePosixPath()
             if target.is_absolute() or ".." in _normalise(base / target):
                 problem = f"links outside the extraction folder ({member.linkname})"
-        elif not (member.isfile() or member.isdir()):
+        elif problem is None and not (member.isfile() or member.isdir()):
             problem = "is a device or fifo"
         if problem:
             raise AfreqError(f"refusing to extract {archive}: member '{member.name}' {problem}")
@@ -134,21 +168,36 @@ def _normalise(path: PurePosixPath) -> tuple[str, ...]:
     return tuple(parts)
 
 
+def check_zip_members(archive: zipfile.ZipFile, path: Path) -> None:
+    """Refuse absolute names, ``..`` and symbolic links in a zip archive."""
+    for info in archive.infolist():
+        problem = _name_problem(info.filename)
+        if problem is None and (info.external_attr >> 16) & 0o170000 == 0o120000:
+            problem = "is a symbolic link"
+        if problem:
+            raise AfreqError(f"refusing to extract {path}: member '{info.filename}' {problem}")
+
+
 def extract(archive: Path, root: Path) -> None:
-    """Extract a checked archive into ``root`` through a staging folder."""
+    """Extract a checked tar or zip archive into ``root`` through a staging folder."""
     staging = root / ".extracting"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        with tarfile.open(archive) as tar:
-            check_members(tar, archive)
-            tar.extractall(staging, filter="data")
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as handle:
+                check_zip_members(handle, archive)
+                handle.extractall(staging)
+        else:
+            with tarfile.open(archive) as tar:
+                check_members(tar, archive)
+                tar.extractall(staging, filter="data")
         for entry in staging.iterdir():
             target = root / entry.name
             if target.exists():
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
             entry.replace(target)
-    except tarfile.TarError as err:
-        raise AfreqError(f"{archive} is not a readable tar archive ({err}); delete it and "
+    except (tarfile.TarError, zipfile.BadZipFile) as err:
+        raise AfreqError(f"{archive} is not a readable archive ({err}); delete it and "
                          "download again") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -79,7 +79,7 @@ class SyntheticSource(DatasetSource):
         return read_category(self.root() / category)
 
 
-def _missing_root(name: str, root: Path, expected: str) -> AfreqError:
+def missing_root(name: str, root: Path, expected: str) -> AfreqError:
     return AfreqError(
         f"{name} not found at {root}: download it with `afreq data download {name} --root "
         f"{root}`, or point dataset.root at the folder that holds {expected}"
@@ -101,7 +101,7 @@ class MVTecADSource(DatasetSource):
         root = self.root()
         if not (root / category).is_dir():
             if not root.is_dir() or not any((root / c).is_dir() for c in self.categories()):
-                raise _missing_root("mvtec_ad", root, "bottle/, cable/, ...")
+                raise missing_root("mvtec_ad", root, "bottle/, cable/, ...")
             raise AfreqError(f"MVTec AD category folder {root / category} is missing; "
                              "the archive may be incompletely extracted")
         return read_category(root / category)
@@ -122,7 +122,7 @@ class VisASource(DatasetSource):
         root = self.root()
         folder = visa.category_dir(root, category) if root.is_dir() else None
         if folder is None:
-            raise _missing_root("visa", root, "candle/Data/..., split_csv/1cls.csv (raw) or "
+            raise missing_root("visa", root, "candle/Data/..., split_csv/1cls.csv (raw) or "
                                 "visa_pytorch/<object>/ (converted)")
         return read_category(folder)
 
