@@ -19,6 +19,8 @@ from anomaly_freq.errors import AfreqError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 GROUPS = ("method", "dataset")
+# Words a key accepts besides values of its default's type.
+ALTERNATIVES = {"eval.resolution": ("original",)}
 
 
 def load_config(overrides: Iterable[str] = (), config_dir: Path = CONFIG_DIR) -> DictConfig:
@@ -146,7 +148,7 @@ def _parse_value(raw: str) -> Any:
 def _coerce(key: str, old: Any, raw: str) -> Any:
     """Parse ``raw`` and check it against the type of the value it replaces."""
     new = _parse_value(raw)
-    if new is None or old is None:
+    if new is None or old is None or raw in ALTERNATIVES.get(key, ()):
         return new
     if isinstance(old, DictConfig):
         raise AfreqError(f"'{key}' is a group of keys ({', '.join(old.keys())}); set one of them")

@@ -33,7 +33,8 @@ from anomaly_freq.config import config_to_yaml
 from anomaly_freq.data import AnomalyDataModule, DatasetSource, Sample, cache_dir
 from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.data.fewshot import draw_shots
-from anomaly_freq.metrics import PredictionCollector, compute_metrics
+from anomaly_freq.metrics import Evaluator, EvaluatorCallback
+from anomaly_freq.viz import write_report
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +83,19 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
         method = registry.create_method(cfg.method.name, cfg)
         cache = DecodeCache(cfg.dataset.cache, cache_dir() / "decoded")
         datamodule = AnomalyDataModule.from_config(cfg, train, test, category, cache)
-        collector = PredictionCollector(resolution=cfg.eval.resolution)
-        trainer = pl.Trainer(**trainer_kwargs(cfg, method, run_dir, [collector]))
+        evaluator = Evaluator(cfg.eval.resolution, cfg.metrics.pro_variant, cfg.eval.normalisation)
+        callbacks = [EvaluatorCallback(evaluator)]
+        trainer = pl.Trainer(**trainer_kwargs(cfg, method, run_dir, callbacks))
         _guard_interrupt(trainer.fit, method, datamodule=datamodule)
         _guard_interrupt(trainer.predict, method, datamodule=datamodule, return_predictions=False)
-        metrics = compute_metrics(collector)
+        metrics = evaluator.compute()
+        if cfg.output.report_images:
+            write_report(run_dir, evaluator, metrics, cfg.output.report_images)
         if cfg.output.save_checkpoint:
             save_checkpoint(method, cfg, run_dir / "model.pt")
-        write_atomic(run_dir / "scores.csv", _scores_csv(collector.rows))
-        write_json(run_dir / "protocol.json", protocol(cfg, method, len(train), len(test)))
+        write_atomic(run_dir / "scores.csv", _scores_csv(evaluator.rows))
+        write_json(run_dir / "protocol.json",
+                   {**protocol(cfg, method, len(train), len(test)), **evaluator.protocol()})
         write_json(run_dir / "metrics.json", {"category": category, **metrics})
     except BaseException as err:
         write_atomic(run_dir / "error.txt", "".join(traceback.format_exception(err)))
@@ -125,7 +130,6 @@ def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int) -> dict[st
         "dataset": cfg.dataset.name,
         "category": cfg.dataset.category,
         "image_size": cfg.dataset.image_size,
-        "eval_resolution": cfg.eval.resolution,
         "epochs": method.trainer_arguments.get("max_epochs", cfg.trainer.max_epochs),
         "model_selection": "last_epoch",
         "seed": cfg.seed,
@@ -135,7 +139,6 @@ def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int) -> dict[st
         "n_train_images": n_train,
         "n_test_images": n_test,
         "image_score": "method pred_score (raw)",
-        "score_normalisation": "none",
         "config_hash": config_hash(cfg),
     }
 

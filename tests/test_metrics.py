@@ -1,0 +1,240 @@
+"""Metrics against scikit-learn and against straight transcriptions of the reference algorithms."""
+
+import bisect
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from sklearn import metrics as skm
+
+from anomaly_freq.errors import AfreqError
+from anomaly_freq.metrics import Evaluator, aupro, auroc, average_precision, f1_max
+from anomaly_freq.metrics.pro import pro_curve
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_image_metrics_match_sklearn(ties):
+    for _ in range(5):
+        labels = RNG.integers(0, 2, 300)
+        scores = RNG.normal(size=300) + labels
+        if ties:
+            scores = np.round(scores, 1)
+        assert auroc(scores, labels) == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-12)
+        assert average_precision(scores, labels) == pytest.approx(
+            skm.average_precision_score(labels, scores), abs=1e-12)
+        best = max(skm.f1_score(labels, scores >= t) for t in np.unique(scores))
+        assert f1_max(scores, labels) == pytest.approx(best, abs=1e-12)
+
+
+def test_degenerate_inputs():
+    with pytest.warns(UserWarning, match="all scores are equal"):
+        assert auroc(np.ones(6), np.array([0, 1, 0, 1, 0, 1])) == 0.5
+    with pytest.raises(AfreqError, match="one class only"):
+        auroc(np.arange(4.0), np.zeros(4))
+    with pytest.raises(AfreqError, match="NaN or infinite"):
+        auroc(np.array([0.1, np.nan, 0.3]), np.array([0, 1, 1]))
+    with pytest.raises(AfreqError, match=r"anomaly map 0 is \(4, 4\) but its mask is \(5, 5\)"):
+        aupro([np.zeros((4, 4))], [np.ones((5, 5), bool)])
+
+
+# --- reference transcriptions, written plainly -------------------------------------------------
+
+def reference_trapezoid(x, y, x_max):
+    x, y = list(x), list(y)
+    correction = 0.0
+    if x_max not in x:
+        ins = bisect.bisect(x, x_max)
+        y_interp = y[ins - 1] + (y[ins] - y[ins - 1]) * (x_max - x[ins - 1]) / (x[ins] - x[ins - 1])
+        correction = 0.5 * (y_interp + y[ins - 1]) * (x_max - x[ins - 1])
+    pairs = [(a, b) for a, b in zip(x, y, strict=True) if a <= x_max]
+    area = sum(0.5 * (pairs[i + 1][1] + pairs[i][1]) * (pairs[i + 1][0] - pairs[i][0])
+               for i in range(len(pairs) - 1))
+    return area + correction
+
+
+def reference_exact(maps, masks, limit=0.3):
+    fp_change, pro_change, n_ok, n_regions = [], [], 0, 0
+    for mask in masks:
+        labeled, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        fp = np.zeros(mask.shape)
+        pro = np.zeros(mask.shape)
+        ok = labeled == 0
+        fp[ok] = 1
+        n_ok += ok.sum()
+        n_regions += count
+        for k in range(1, count + 1):
+            region = labeled == k
+            pro[region] = 1.0 / region.sum()
+        fp_change.append(fp)
+        pro_change.append(pro)
+    scores = np.array(maps).ravel()
+    order = np.argsort(scores)[::-1]
+    fprs = np.cumsum(np.array(fp_change).ravel()[order]) / n_ok
+    pros = np.cumsum(np.array(pro_change).ravel()[order]) / n_regions
+    sorted_scores = scores[order]
+    keep = np.append(np.diff(sorted_scores) != 0, True)
+    fprs = np.clip(np.r_[0, fprs[keep], 1], 0, 1)
+    pros = np.clip(np.r_[0, pros[keep], 1], 0, 1)
+    return reference_trapezoid(fprs, pros, limit) / limit
+
+
+def reference_mvtec3d(maps, masks, steps, limit=0.3):
+    components, normal = [], []
+    for amap, mask in zip(maps, masks, strict=True):
+        labeled, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        normal.extend(amap[labeled == 0])
+        components.extend(np.sort(amap[labeled == k]) for k in range(1, count + 1))
+    normal = np.sort(normal)
+    fprs, pros = [], []
+    for pos in np.linspace(0, len(normal) - 1, steps).astype(int):
+        threshold = normal[pos]
+        fprs.append(1.0 - (pos + 1) / len(normal))
+        pros.append(np.mean([(c > threshold).sum() / len(c) for c in components]))
+    return reference_trapezoid(fprs[::-1], pros[::-1], limit) / limit
+
+
+def reference_cflow(maps, masks, steps=200, limit=0.3):
+    maps, masks = np.array(maps), np.array(masks)
+    low, high = maps.min(), maps.max()
+    fprs, pros = [], []
+    for th in np.arange(low, high, (high - low) / steps):
+        binary = maps > th
+        overlaps = []
+        for b, m in zip(binary, masks, strict=True):
+            labeled, count = ndimage.label(m, structure=np.ones((3, 3)))
+            for k in range(1, count + 1):
+                region = labeled == k
+                overlaps.append(b[region].sum() / region.sum())
+        inverse = ~masks
+        fprs.append(np.logical_and(inverse, binary).sum() / inverse.sum())
+        pros.append(np.mean(overlaps))
+    fprs, pros = np.array(fprs), np.array(pros)
+    keep = fprs < limit
+    fprs = fprs[keep]
+    fprs = (fprs - fprs.min()) / (fprs.max() - fprs.min())
+    return skm.auc(fprs, pros[keep])
+
+
+def random_case(n=6, size=48, good=2, ties=True):
+    maps, masks = [], []
+    for i in range(n):
+        mask = np.zeros((size, size), bool)
+        if i >= good:
+            for _ in range(RNG.integers(1, 4)):  # several regions, some touching diagonally
+                y, x = RNG.integers(2, size - 10, 2)
+                h, w = RNG.integers(2, 9, 2)
+                mask[y:y + h, x:x + w] = True
+        amap = RNG.normal(size=(size, size)) + 1.5 * mask
+        maps.append(np.round(amap, 1) if ties else amap)
+        masks.append(mask)
+    return maps, masks
+
+
+@pytest.mark.parametrize("ties", [True, False])
+def test_exact_aupro_matches_the_reference(ties):
+    for _ in range(3):
+        maps, masks = random_case(ties=ties)
+        assert aupro(maps, masks) == pytest.approx(reference_exact(maps, masks), abs=1e-6)
+
+
+def test_anomalib_case_gives_one_sixth():
+    preds = (np.arange(2800) / 2800).reshape(400, 7)
+    gt = np.zeros((400, 7), bool)
+    gt[:, 3] = True
+    assert aupro([preds], [gt], limit=1 / 3) == pytest.approx(1 / 6, abs=1e-3)
+    assert aupro([preds, preds], [gt, gt], limit=1 / 3) == pytest.approx(1 / 6, abs=1e-3)
+
+
+def test_mvtec3d_variant_matches_its_reference_and_converges():
+    maps, masks = random_case(ties=False)  # with ties, its strict '>' lags the exact curve
+    ours = aupro(maps, masks, variant="mvtec3d", steps=60)
+    assert ours == pytest.approx(reference_mvtec3d(maps, masks, 60), abs=1e-9)
+    assert aupro(maps, masks, variant="mvtec3d", steps=20000) == pytest.approx(
+        aupro(maps, masks), abs=2e-3)
+
+
+def test_cflow_variant_matches_its_reference():
+    maps, masks = random_case(n=4, size=32)
+    assert aupro(maps, masks, variant="cflow") == pytest.approx(
+        reference_cflow(maps, masks), abs=1e-9)
+    with pytest.raises(AfreqError, match="pro_variant=nope"):
+        aupro(maps, masks, variant="nope")
+
+
+def test_pro_curve_is_monotone_from_origin():
+    fpr, pro = pro_curve(*random_case())
+    assert fpr[0] == 0 and pro[0] == 0
+    assert (np.diff(fpr) >= 0).all() and (np.diff(pro) >= 0).all()
+
+
+# --- the evaluator -------------------------------------------------------------------------------
+
+def make_batch(tmp_path, n=4, size=16):
+    from PIL import Image
+
+    masks, paths, mask_paths = [], [], []
+    for i in range(n):
+        mask = np.zeros((2 * size, 2 * size), np.uint8)
+        if i % 2:
+            mask[4:12, 6:14] = 255
+        Image.fromarray(np.zeros((2 * size, 2 * size, 3), np.uint8)).save(tmp_path / f"{i}.png")
+        if i % 2:
+            Image.fromarray(mask).save(tmp_path / f"{i}_mask.png")
+        small = torch.from_numpy(mask[::2, ::2] > 0).float()[None]
+        masks.append(small)
+        paths.append(str(tmp_path / f"{i}.png"))
+        mask_paths.append(str(tmp_path / f"{i}_mask.png") if i % 2 else "")
+    batch = {"image": torch.zeros(n, 3, size, size), "mask": torch.stack(masks),
+             "label": torch.tensor([i % 2 for i in range(n)]), "path": paths,
+             "mask_path": mask_paths, "category": ["c"] * n, "defect": ["good", "bad"] * (n // 2)}
+    noise = torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(0))
+    amap = batch["mask"] * 2 + noise
+    return batch, {"anomaly_map": amap, "pred_score": amap.flatten(1).amax(1)}
+
+
+@pytest.mark.parametrize("resolution", [8, 16, "original"])
+def test_evaluator_resolutions(tmp_path, resolution):
+    batch, outputs = make_batch(tmp_path)
+    evaluator = Evaluator(resolution=resolution)
+    evaluator.update(batch, outputs)
+    metrics = evaluator.compute()
+    expected = 32 if resolution == "original" else resolution
+    assert evaluator.maps[0].shape == evaluator.masks[0].shape == (expected, expected)
+    assert metrics["image_auroc"] == 1.0 and metrics["pixel_auroc"] > 0.95
+    assert 0 < metrics["pixel_aupro"] <= 1
+    assert evaluator.protocol()["eval_resolution"] == resolution
+
+
+def test_evaluator_minmax_parts_changes_fusion_not_single_scores(tmp_path):
+    batch, outputs = make_batch(tmp_path)
+    plain = Evaluator()
+    plain.update(batch, outputs)
+    scaled = Evaluator(normalisation="minmax")
+    scaled.update(batch, outputs)
+    assert scaled.compute()["image_auroc"] == plain.compute()["image_auroc"]
+    assert scaled.protocol()["score_normalisation"] == "minmax"
+    parts = {**outputs, "map_parts": torch.cat([outputs["anomaly_map"], -outputs["anomaly_map"]
+                                                * 100], 1),
+             "score_parts": torch.stack([outputs["pred_score"], -outputs["pred_score"] * 100], 1)}
+    fused = Evaluator(normalisation="minmax")
+    fused.update(batch, parts)
+    assert fused.final_maps()[0].shape == (256, 256)
+    assert np.allclose(fused.scores(), 1.0)  # each part min-max scaled, then summed
+
+
+def test_evaluator_without_masks_gives_image_metrics_only(tmp_path):
+    batch, outputs = make_batch(tmp_path)
+    batch["mask_path"] = [""] * 4
+    evaluator = Evaluator()
+    evaluator.update(batch, outputs)
+    assert set(evaluator.compute()) == {"image_auroc", "image_ap", "image_f1max"}
+
+
+def test_evaluator_rejects_bad_options():
+    with pytest.raises(AfreqError, match="eval.resolution=-3"):
+        Evaluator(resolution=-3)
+    with pytest.raises(AfreqError, match="eval.normalisation=zscore"):
+        Evaluator(normalisation="zscore")

@@ -1,0 +1,21 @@
+"""The run report: figures exist and report.md links them."""
+
+import re
+
+from anomaly_freq.config import load_config
+from anomaly_freq.engine import run
+from tests.conftest import TINY_SYNTHETIC
+
+
+def test_run_writes_report_with_linked_figures(tmp_path):
+    cfg = load_config(["dataset.category=chip", f"output.root={tmp_path}", "output.report_images=2",
+                       *TINY_SYNTHETIC])
+    result = run(cfg)[0]
+    report = (result.run_dir / "report.md").read_text()
+    links = re.findall(r"\]\((figures/[^)]+)\)", report)
+    assert "figures/roc.png" in links and "figures/pro.png" in links
+    assert sum(link.startswith("figures/most_") for link in links) == 2
+    assert sum(link.startswith("figures/least_") for link in links) == 2
+    for link in links:
+        assert (result.run_dir / link).stat().st_size > 1000
+    assert "| pixel_aupro |" in report and "| image_auroc |" in report
