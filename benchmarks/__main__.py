@@ -10,7 +10,8 @@ from pathlib import Path
 from anomaly_freq.bench.rundir import write_atomic
 from benchmarks.common import machine
 
-MODULES = ["benchmarks.bench_data", "benchmarks.bench_freqstat", "benchmarks.bench_metrics"]
+MODULES = ["benchmarks.bench_data", "benchmarks.bench_freq", "benchmarks.bench_freqstat",
+           "benchmarks.bench_metrics"]
 OUTPUT = Path("docs/benchmarks.md")
 
 

@@ -1,0 +1,18 @@
+"""Frequency toolkit: FFT filters, the OpenCV-exact Gaussian pyramid split, spatial derivatives
+and radial spectra. Pure functions on B×C×H×W tensors: batched, any device, differentiable."""
+
+from anomaly_freq.freq.filters import (
+    butterworth_highpass,
+    fft_filter,
+    laplacian,
+    sobel,
+    to_grey,
+    transfer_function,
+)
+from anomaly_freq.freq.pyramid import gaussian_pyramid_split, pyr_down, pyr_up
+from anomaly_freq.freq.spectrum import radial_energy_spectrum
+
+__all__ = [
+    "butterworth_highpass", "fft_filter", "gaussian_pyramid_split", "laplacian", "pyr_down",
+    "pyr_up", "radial_energy_spectrum", "sobel", "to_grey", "transfer_function",
+]

@@ -1,0 +1,94 @@
+"""CutPaste in the two forms the methods use, and Cutout."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from anomaly_freq.synth.textures import _u
+
+
+def _randint(generator: torch.Generator, low: int, high: int) -> int:
+    """Uniform integer in [low, high)."""
+    return int(torch.randint(low, max(high, low + 1), (), generator=generator))
+
+
+def cutpaste_small(image: torch.Tensor, generator: torch.Generator,
+                   area: tuple[float, float] = (0.02, 0.15), aspect: float = 0.3,
+                   jitter: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """OCR-GAN's CutPaste: a patch of U(area) of the image, aspect U(aspect, 1/aspect), colour
+    jittered by ±``jitter``, cut from and pasted into the same image at uniform positions.
+
+    >>> out, m = cutpaste_small(torch.rand(3, 64, 64), torch.Generator().manual_seed(0))
+    >>> 0 < m.mean() < 0.2
+    tensor(True)
+    """
+    _, h, w = image.shape
+    a = _u(generator, *area) * h * w
+    ratio = _u(generator, aspect, 1 / aspect)
+    pw = min(w - 1, max(1, round(math.sqrt(a * ratio))))
+    ph = min(h - 1, max(1, round(math.sqrt(a / ratio))))
+    sy, sx = _randint(generator, 0, h - ph + 1), _randint(generator, 0, w - pw + 1)
+    patch = image[:, sy:sy + ph, sx:sx + pw]
+    patch = TF.adjust_brightness(patch, _u(generator, 1 - jitter, 1 + jitter))
+    patch = TF.adjust_contrast(patch, _u(generator, 1 - jitter, 1 + jitter))
+    patch = TF.adjust_saturation(patch, _u(generator, 1 - jitter, 1 + jitter))
+    patch = TF.adjust_hue(patch, _u(generator, -jitter, jitter))
+    ty, tx = _randint(generator, 0, h - ph + 1), _randint(generator, 0, w - pw + 1)
+    out, mask = image.clone(), torch.zeros(1, h, w)
+    out[:, ty:ty + ph, tx:tx + pw] = patch
+    mask[:, ty:ty + ph, tx:tx + pw] = 1
+    changed = (out != image).any(0, keepdim=True).float()
+    return out, mask * changed
+
+
+def cutout(image: torch.Tensor, generator: torch.Generator,
+           side: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """One black square of ``side`` px, centred uniformly, clipped at the border."""
+    _, h, w = image.shape
+    cy, cx = _randint(generator, 0, h), _randint(generator, 0, w)
+    y0, y1 = max(0, cy - side // 2), min(h, cy + side // 2)
+    x0, x1 = max(0, cx - side // 2), min(w, cx + side // 2)
+    out, mask = image.clone(), torch.zeros(1, h, w)
+    out[:, y0:y1, x0:x1] = 0
+    mask[:, y0:y1, x0:x1] = 1
+    return out, mask
+
+
+def large_cutpaste(image: torch.Tensor, generator: torch.Generator,
+                   faithful: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """FAIR's large CutPaste: a patch of side U{0.8..0.9}·S pasted back into the same image.
+
+    ``faithful=False`` (default) does what the paper describes: the patch is cut fully inside
+    the image, rotated by U(−6°, 6°) about its centre with reflected borders, and pasted at a
+    random position, so it covers 64–81 % of the image with real texture. ``faithful=True`` does
+    what the official code does (fair.md §3.3): the slice is clipped at the border, rotated by an
+    integer number of *radians* in {−6..5} about its top-left corner with black fill, which
+    leaves most of the pasted rectangle black.
+    """
+    _, h, w = image.shape
+    lo, hi = round(0.8 * h), round(0.9 * h)
+    side_h = _randint(generator, lo, hi)
+    side_h -= side_h % 2
+    side_w = side_h  # the official code reuses the height for the width
+    if faithful:
+        top, left = _randint(generator, 0, h), _randint(generator, 0, w)
+        patch = image[:, top:top + side_h, left:left + side_w]
+        radians = _randint(generator, -6, 6)
+        patch = TF.affine(patch, angle=math.degrees(radians), translate=[0, 0], scale=1.0,
+                          shear=[0.0], center=[0.0, 0.0], fill=0.0)
+    else:
+        top, left = _randint(generator, 0, h - side_h + 1), _randint(generator, 0, w - side_w + 1)
+        patch = image[:, top:top + side_h, left:left + side_w]
+        pad = side_h // 4
+        padded = torch.nn.functional.pad(patch[None], (pad, pad, pad, pad), mode="reflect")[0]
+        rotated = TF.rotate(padded, _u(generator, -6, 6), TF.InterpolationMode.BILINEAR)
+        patch = rotated[:, pad:pad + side_h, pad:pad + side_w]
+    ph, pw = patch.shape[-2:]
+    ty, tx = _randint(generator, 1, h - ph - 1), _randint(generator, 1, w - pw - 1)
+    out, mask = image.clone(), torch.zeros(1, h, w)
+    out[:, ty:ty + ph, tx:tx + pw] = patch
+    mask[:, ty:ty + ph, tx:tx + pw] = 1
+    return out, mask
