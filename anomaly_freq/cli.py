@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("spectrum", help="plot normal vs anomalous test spectra of a category")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_spectrum)
+
     p = sub.add_parser("sweep", help="run a grid of runs from a sweep file, resumably")
     p.add_argument("file", help="sweep YAML, e.g. experiments/fair/table1_mvtec.yaml")
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
@@ -139,6 +143,14 @@ def _print_results(results, cfg) -> None:
         means = [_mean([r.metrics.get(k) for r in results]) for k in ("image_auroc", "pixel_auroc")]
         table.add_row("mean", "", *map(fmt, means), "", style="bold")
     console.print(table)
+
+
+def cmd_spectrum(args: argparse.Namespace) -> int:
+    from anomaly_freq.config import load_config
+    from anomaly_freq.viz.spectrum import spectrum_command
+
+    console.print(f"spectra written to {spectrum_command(load_config(args.overrides))}")
+    return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -19,3 +19,13 @@ def test_run_writes_report_with_linked_figures(tmp_path):
     for link in links:
         assert (result.run_dir / link).stat().st_size > 1000
     assert "| pixel_aupro |" in report and "| image_auroc |" in report
+
+
+def test_spectrum_command_writes_a_plot(tmp_path):
+    from tests.conftest import run_cli
+
+    result = run_cli(["spectrum", "dataset.category=weave", f"output.root={tmp_path}",
+                      *TINY_SYNTHETIC], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (png,) = (tmp_path / "spectrum" / "synthetic" / "weave").glob("*/spectrum.png")
+    assert png.stat().st_size > 5000
