@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from scipy import ndimage
 
@@ -33,12 +35,15 @@ def official_style(maps: list[np.ndarray], masks: list[np.ndarray], limit: float
     keep = np.append(np.diff(scores[order]) != 0, True)
     fprs = np.clip(np.r_[0, fprs[keep], 1], 0, 1)
     pros = np.clip(np.r_[0, pros[keep], 1], 0, 1)
-    ins = np.searchsorted(fprs, limit)
-    y = pros[ins - 1] + (pros[ins] - pros[ins - 1]) * (limit - fprs[ins - 1]) / (
-        fprs[ins] - fprs[ins - 1])
+    correction = 0.0
+    if limit not in fprs:
+        ins = np.searchsorted(fprs, limit, side="right")
+        y = pros[ins - 1] + (pros[ins] - pros[ins - 1]) * (limit - fprs[ins - 1]) / (
+            fprs[ins] - fprs[ins - 1])
+        correction = 0.5 * (y + pros[ins - 1]) * (limit - fprs[ins - 1])
     inside = fprs <= limit
     area = np.sum(0.5 * (pros[inside][1:] + pros[inside][:-1]) * np.diff(fprs[inside]))
-    return float((area + 0.5 * (y + pros[ins - 1]) * (limit - fprs[ins - 1])) / limit)
+    return float((area + correction) / limit)
 
 
 def _case() -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -55,17 +60,34 @@ def _case() -> tuple[list[np.ndarray], list[np.ndarray]]:
     return maps, masks
 
 
+def cpu_time(fn, repeats: int = 3) -> float:
+    """Smallest process CPU time of ``repeats`` calls: steadier than wall time on a busy host."""
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
 def run() -> Section:
     maps, masks = _case()
     ours, reference = aupro(maps, masks), official_style(maps, masks)
     t_ours = best_time(lambda: aupro(maps, masks), repeats=3)
     t_ref = best_time(lambda: official_style(maps, masks), repeats=3)
+    c_ours = cpu_time(lambda: aupro(maps, masks))
+    c_ref = cpu_time(lambda: official_style(maps, masks))
     section = Section(f"Exact AUPRO@0.3, {N_MAPS} maps of {SIZE}×{SIZE}",
-                      ["implementation", "time (s)", "speed-up", "AUPRO"])
+                      ["implementation", "time (s)", "speed-up", "CPU time (s)", "CPU speed-up",
+                       "AUPRO"])
     section.rows.append(["official algorithm, plain NumPy (reference)", f"{t_ref:.3f}", "1.0×",
-                         f"{reference:.6f}"])
+                         f"{c_ref:.3f}", "1.0×", f"{reference:.6f}"])
     section.rows.append(["afreq `aupro` (exact)", f"{t_ours:.3f}", f"{t_ref / t_ours:.1f}×",
-                         f"{ours:.6f}"])
-    section.notes.append("Ours sorts only the pixels at or above the score where FPR passes "
-                         "the limit (found by a linear partition); the value is the same.")
+                         f"{c_ours:.3f}", f"{c_ref / c_ours:.1f}×", f"{ours:.6f}"])
+    section.notes.append(
+        "The reference labels regions per image, builds full-size change maps and argsorts all "
+        f"{N_MAPS * SIZE * SIZE:,} pixels, as the official script does. Ours finds the score "
+        "where FPR passes the limit by a linear partition, sorts only the normal pixels above it "
+        "(values only) and the region pixels, and merges the two orders; same curve points, "
+        f"|difference| {abs(ours - reference):.1e}.")
     return section

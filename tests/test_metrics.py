@@ -9,8 +9,16 @@ from scipy import ndimage
 from sklearn import metrics as skm
 
 from anomaly_freq.errors import AfreqError
-from anomaly_freq.metrics import Evaluator, aupro, auroc, average_precision, f1_max
-from anomaly_freq.metrics.pro import pro_curve
+from anomaly_freq.metrics import (
+    Evaluator,
+    EvaluatorCallback,
+    aupro,
+    auroc,
+    average_precision,
+    binary_metrics,
+    f1_max,
+    pro_curve,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -25,8 +33,22 @@ def test_image_metrics_match_sklearn(ties):
         assert auroc(scores, labels) == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-12)
         assert average_precision(scores, labels) == pytest.approx(
             skm.average_precision_score(labels, scores), abs=1e-12)
-        best = max(skm.f1_score(labels, scores >= t) for t in np.unique(scores))
-        assert f1_max(scores, labels) == pytest.approx(best, abs=1e-12)
+        assert f1_max(scores, labels) == pytest.approx(brute_force_f1_max(scores, labels),
+                                                       abs=1e-12)
+        assert binary_metrics(scores, labels) == {"auroc": auroc(scores, labels),
+                                                  "ap": average_precision(scores, labels),
+                                                  "f1max": f1_max(scores, labels)}
+
+
+def brute_force_f1_max(scores, labels):
+    best = 0.0
+    for t in set(scores.tolist()):
+        predicted = scores >= t
+        tp = int(np.sum(predicted & (labels == 1)))
+        fp = int(np.sum(predicted & (labels == 0)))
+        fn = int(np.sum(~predicted & (labels == 1)))
+        best = max(best, 2 * tp / (2 * tp + fp + fn))
+    return best
 
 
 def test_degenerate_inputs():
@@ -38,6 +60,14 @@ def test_degenerate_inputs():
         auroc(np.array([0.1, np.nan, 0.3]), np.array([0, 1, 1]))
     with pytest.raises(AfreqError, match=r"anomaly map 0 is \(4, 4\) but its mask is \(5, 5\)"):
         aupro([np.zeros((4, 4))], [np.ones((5, 5), bool)])
+    with pytest.raises(AfreqError, match="16 scores but 25 labels"):
+        auroc(np.zeros((4, 4)), np.eye(5))
+    with pytest.raises(AfreqError, match="anomaly map 1 contains NaN"):
+        aupro([np.zeros((4, 4)), np.full((4, 4), np.inf)], [np.eye(4), np.eye(4)])
+    with pytest.raises(AfreqError, match="no anomalous region"):
+        aupro([np.zeros((4, 4))], [np.zeros((4, 4))])
+    with pytest.raises(AfreqError, match="limit 0 must be in"):
+        aupro([np.zeros((4, 4))], [np.eye(4)], limit=0)
 
 
 # --- reference transcriptions, written plainly -------------------------------------------------
@@ -140,6 +170,24 @@ def test_exact_aupro_matches_the_reference(ties):
         assert aupro(maps, masks) == pytest.approx(reference_exact(maps, masks), abs=1e-6)
 
 
+@pytest.mark.parametrize("limit", [0.01, 0.3, 1.0])
+def test_exact_aupro_matches_the_reference_at_any_limit_and_dtype(limit):
+    maps, masks = random_case(n=8, size=40, good=3)
+    maps = [m.astype(np.float32) for m in maps]  # float32 ties, as the evaluator keeps maps
+    masks[-1][:] = False  # an anomalous-looking image without regions counts as normal
+    masks[3] = masks[3].astype(np.uint8) * 255  # any non-zero mask value is anomalous
+    assert aupro(maps, masks, limit) == pytest.approx(
+        reference_exact(maps, [m > 0 for m in masks], limit), abs=1e-6)
+
+
+def test_limited_curve_is_a_prefix_of_the_full_curve():
+    maps, masks = random_case()
+    full, part = pro_curve(maps, masks), pro_curve(maps, masks, limit=0.3)
+    assert part[0][-2] <= 0.3 < part[0][-1]
+    n = part[0].size
+    assert np.array_equal(full[0][:n], part[0]) and np.allclose(full[1][:n], part[1], atol=1e-12)
+
+
 def test_anomalib_case_gives_one_sixth():
     preds = (np.arange(2800) / 2800).reshape(400, 7)
     gt = np.zeros((400, 7), bool)
@@ -238,3 +286,73 @@ def test_evaluator_rejects_bad_options():
         Evaluator(resolution=-3)
     with pytest.raises(AfreqError, match="eval.normalisation=zscore"):
         Evaluator(normalisation="zscore")
+    with pytest.raises(AfreqError, match="metrics.pro_variant=cflow200 is unknown"):
+        Evaluator(pro_variant="cflow200")
+
+
+@pytest.mark.parametrize("variant", ["mvtec3d", "cflow"])
+def test_evaluator_uses_the_named_pro_variant(tmp_path, variant):
+    batch, outputs = make_batch(tmp_path)
+    evaluator = Evaluator(pro_variant=variant)
+    evaluator.update(batch, outputs)
+    expected = aupro(evaluator.maps, evaluator.masks, variant=variant)
+    assert evaluator.compute()["pixel_aupro"] == expected
+    assert evaluator.protocol()["pro_variant"] == variant
+
+
+def test_evaluator_minmax_scales_maps_to_unit_range(tmp_path):
+    batch, outputs = make_batch(tmp_path)
+    outputs = {"anomaly_map": outputs["anomaly_map"] * 50 - 7, "pred_score": outputs["pred_score"]}
+    plain, scaled = Evaluator(), Evaluator(normalisation="minmax")
+    for evaluator in (plain, scaled):
+        evaluator.update(batch, outputs)
+    maps = scaled.final_maps()
+    assert min(m.min() for m in maps) == 0 and max(m.max() for m in maps) == pytest.approx(1)
+    assert plain.maps[0].dtype == np.float32 and maps[0].dtype == np.float32
+    ours, theirs = scaled.compute(), plain.compute()
+    assert ours["pixel_auroc"] == pytest.approx(theirs["pixel_auroc"], abs=1e-9)
+    assert ours["pixel_aupro"] == pytest.approx(theirs["pixel_aupro"], abs=1e-6)
+    assert scaled.scores().min() == 0 and scaled.scores().max() == 1
+
+
+def test_evaluator_streams_batches_and_keeps_rows(tmp_path):
+    batch, outputs = make_batch(tmp_path)
+    whole, split = Evaluator(resolution=16), Evaluator(resolution=16)
+    whole.update(batch, outputs)
+    for part in (slice(0, 1), slice(1, 4)):
+        split.update({k: v[part] for k, v in batch.items()},
+                     {k: v[part] for k, v in outputs.items()})
+    assert split.compute() == whole.compute()
+    assert [r["label"] for r in split.rows] == [0, 1, 0, 1]
+    assert set(split.rows[0]) == {"path", "category", "defect", "label", "pred_score"}
+
+
+def test_evaluator_degenerate_inputs(tmp_path):
+    batch, outputs = make_batch(tmp_path)
+    broken = {**outputs, "anomaly_map": outputs["anomaly_map"].clone()}
+    broken["anomaly_map"][2, 0, 3, 3] = float("nan")
+    with pytest.raises(AfreqError, match="2.png contains NaN or infinite"):
+        Evaluator().update(batch, broken)
+    only_good = {**batch, "label": torch.zeros(4, dtype=torch.int64)}
+    evaluator = Evaluator()
+    evaluator.update(only_good, outputs)
+    with pytest.raises(AfreqError, match="one class only"):
+        evaluator.compute()
+    flat = {"anomaly_map": torch.ones(4, 1, 16, 16), "pred_score": outputs["pred_score"]}
+    evaluator = Evaluator()
+    evaluator.update(batch, flat)
+    with pytest.warns(UserWarning, match="all scores are equal"):
+        assert evaluator.compute()["pixel_auroc"] == 0.5
+    with pytest.raises(AfreqError, match="no predictions"):
+        Evaluator().compute()
+
+
+def test_evaluator_callback_checks_the_contract(tmp_path):
+    batch, outputs = make_batch(tmp_path)
+    evaluator = Evaluator()
+    callback = EvaluatorCallback(evaluator)
+    callback.on_predict_batch_end(None, torch.nn.Module(), outputs, batch, 0)
+    assert len(evaluator.rows) == 4
+    with pytest.raises(TypeError, match="anomaly_map must be B×1×H×W"):
+        bad = {**outputs, "anomaly_map": outputs["anomaly_map"][:, 0]}
+        callback.on_predict_batch_end(None, torch.nn.Module(), bad, batch, 0)

@@ -29,3 +29,22 @@ def test_spectrum_command_writes_a_plot(tmp_path):
     assert result.returncode == 0, result.stderr
     (png,) = (tmp_path / "spectrum" / "synthetic" / "weave").glob("*/spectrum.png")
     assert png.stat().st_size > 5000
+
+
+def test_report_without_masks_has_image_curves_only_and_no_temp_files(tmp_path):
+    from anomaly_freq.metrics import Evaluator
+    from anomaly_freq.viz import write_report
+    from tests.test_metrics import make_batch
+
+    batch, outputs = make_batch(tmp_path)
+    batch["mask_path"] = [""] * 4
+    evaluator = Evaluator(resolution=32)
+    evaluator.update(batch, outputs)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    report = write_report(run_dir, evaluator, evaluator.compute(), n=1).read_text()
+    assert "figures/pro.png" not in report and "| pixel_auroc |" not in report
+    assert sorted(p.name for p in (run_dir / "figures").iterdir()) == [
+        "least_0.png", "most_0.png", "roc.png"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["figures", "report.md"]
+    assert "not a per-image scale" in report

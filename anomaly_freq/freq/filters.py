@@ -19,7 +19,7 @@ BANDS = ("high", "low")
 
 @lru_cache(maxsize=64)
 def _transfer(h: int, w: int, kind: str, band: str, d0: float, order: int, device: str,
-              dtype: torch.dtype) -> torch.Tensor:
+              dtype: torch.dtype, for_rfft: bool = False) -> torch.Tensor:
     y = torch.arange(h, dtype=torch.float64).view(h, 1) - h // 2
     x = torch.arange(w, dtype=torch.float64).view(1, w) - w // 2
     dist = torch.sqrt(x**2 + y**2)
@@ -30,7 +30,18 @@ def _transfer(h: int, w: int, kind: str, band: str, d0: float, order: int, devic
     else:  # butterworth; the epsilon is FAIR's, it keeps the DC gain finite (≈1e-30)
         high = 1 / (1 + (d0 / (dist + 1e-6)) ** (2 * order))
     transfer = high if band == "high" else 1 - high
+    if for_rfft:  # unshifted (DC first), and only the W//2 + 1 columns that rfft2 keeps
+        transfer = torch.fft.ifftshift(transfer)[:, : w // 2 + 1].contiguous()
     return transfer.to(device=device, dtype=dtype)
+
+
+def _check(kind: str, band: str, d0: float) -> None:
+    if kind not in KINDS:
+        raise AfreqError(f"filter kind '{kind}' is unknown; valid: {', '.join(KINDS)}")
+    if band not in BANDS:
+        raise AfreqError(f"filter band '{band}' is unknown; valid: high, low")
+    if d0 <= 0:
+        raise AfreqError(f"filter cutoff d0={d0} must be positive")
 
 
 def transfer_function(h: int, w: int, kind: str = "butterworth", band: str = "high",
@@ -44,12 +55,7 @@ def transfer_function(h: int, w: int, kind: str = "butterworth", band: str = "hi
     >>> transfer_function(4, 4, "ideal", "high", d0=1.0)[2]
     tensor([1., 0., 0., 0.])
     """
-    if kind not in KINDS:
-        raise AfreqError(f"filter kind '{kind}' is unknown; valid: {', '.join(KINDS)}")
-    if band not in BANDS:
-        raise AfreqError(f"filter band '{band}' is unknown; valid: high, low")
-    if d0 <= 0:
-        raise AfreqError(f"filter cutoff d0={d0} must be positive")
+    _check(kind, band, d0)
     return _transfer(h, w, kind, band, float(d0), int(order), str(device), dtype)
 
 
@@ -62,11 +68,14 @@ def fft_filter(x: torch.Tensor, kind: str = "butterworth", band: str = "high", d
     >>> torch.allclose(hi + lo, x, atol=1e-5)
     True
     """
+    _check(kind, band, d0)
     h, w = x.shape[-2:]
     real = x if x.is_floating_point() else x.float()
-    transfer = transfer_function(h, w, kind, band, d0, order, real.device, real.dtype)
-    spectrum = torch.fft.fftshift(torch.fft.fft2(real), dim=(-2, -1))
-    return torch.fft.ifft2(torch.fft.ifftshift(spectrum * transfer, dim=(-2, -1))).real
+    # ifftshift(fftshift(F) · H) = F · ifftshift(H), and H is real with H(−u, −v) = H(u, v), so
+    # the result is real and the half spectrum of rfft2 carries all of it
+    transfer = _transfer(h, w, kind, band, float(d0), int(order), str(real.device), real.dtype,
+                         for_rfft=True)
+    return torch.fft.irfft2(torch.fft.rfft2(real) * transfer, s=(h, w))
 
 
 def to_grey(x: torch.Tensor) -> torch.Tensor:
@@ -75,13 +84,15 @@ def to_grey(x: torch.Tensor) -> torch.Tensor:
     >>> to_grey(torch.ones(1, 3, 2, 2)).shape
     torch.Size([1, 1, 2, 2])
     """
-    weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return (x * weights).sum(1, keepdim=True)
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise AfreqError(f"grey conversion needs B×3×H×W RGB images, got shape {tuple(x.shape)}")
+    return (x[:, 0:1] * 0.299).add_(x[:, 1:2], alpha=0.587).add_(x[:, 2:3], alpha=0.114)
 
 
 def butterworth_highpass(x: torch.Tensor, d0: float = 30.0, order: int = 2,
                          grey: bool = True) -> torch.Tensor:
-    """FAIR's input: grey conversion, then a 2nd-order Butterworth high-pass at D0 = 30.
+    """FAIR's input: grey conversion, then a 2nd-order Butterworth high-pass at D0 = 30 bins of
+    a 256×256 image (fair.md §4.2; scale d0 with the size). ``grey=False`` filters each channel.
 
     >>> butterworth_highpass(torch.rand(2, 3, 256, 256)).shape
     torch.Size([2, 1, 256, 256])

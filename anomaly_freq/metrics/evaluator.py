@@ -1,13 +1,14 @@
 """The evaluator: collects a category's predictions batch by batch and scores them.
 
-It never knows which method produced a map. Maps are kept as float32 at the evaluation
-resolution (a square side, or ``original``: each map resized back to its mask's file size);
-masks as bool. Options that use test-set statistics are explicit and reported by `protocol()`.
+It never knows which method produced a map. Maps are kept as float32 (never float16: exact
+AUPRO and pixel AUROC depend on ties) at the evaluation resolution: a square side (maps
+bilinear, masks nearest), or ``original``: each map resized back to its mask file's size, or
+to its image's size for normal images. Masks are kept as bool. Options that use test-set
+statistics are explicit and reported by `protocol()`.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,14 @@ from anomaly_freq.data.images import image_size
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.methods.base import check_outputs
 from anomaly_freq.metrics import functional as fn
-from anomaly_freq.metrics.pro import aupro
+from anomaly_freq.metrics.pro import DEFAULT_STEPS, aupro, check_variant
 
 NORMALISATIONS = ("none", "minmax")
 
 
 class Evaluator:
+    """Streams ``(batch, outputs)`` pairs in; `compute` gives the category's metrics."""
+
     def __init__(self, resolution: int | str = 256, pro_variant: str = "exact",
                  normalisation: str = "none", pro_limit: float = 0.3) -> None:
         if resolution != "original" and not (isinstance(resolution, int) and resolution > 0):
@@ -34,21 +37,30 @@ class Evaluator:
         if normalisation not in NORMALISATIONS:
             raise AfreqError(f"eval.normalisation={normalisation} is unknown; valid: "
                              f"{', '.join(NORMALISATIONS)}")
+        check_variant(pro_variant)
+        if not 0 < pro_limit <= 1:
+            raise AfreqError(f"PRO integration limit {pro_limit} must be in (0, 1]")
         self.resolution, self.pro_variant = resolution, pro_variant
         self.normalisation, self.pro_limit = normalisation, pro_limit
-        self.rows: list[dict[str, Any]] = []
-        self.maps: list[np.ndarray] = []
-        self.masks: list[np.ndarray] = []
+        self.rows: list[dict[str, Any]] = []  # per image: path, category, defect, label, score
+        self.maps: list[np.ndarray] = []  # float32 H×W at the evaluation resolution
+        self.masks: list[np.ndarray] = []  # bool H×W, same sizes
         self.parts: list[np.ndarray] = []  # per-image K×H×W map parts, when a method gives them
         self.score_parts: list[np.ndarray] = []
         self.has_masks = True
 
     def update(self, batch: dict[str, Any], outputs: dict[str, torch.Tensor]) -> None:
+        """Add one predicted batch (the design's batch dict and the method's outputs)."""
         amap = outputs["anomaly_map"].detach().float().cpu()
+        scores = outputs["pred_score"].detach().float().cpu()
         parts = outputs.get("map_parts")
         for i in range(amap.shape[0]):
+            path = batch["path"][i]
+            if not (torch.isfinite(amap[i]).all() and torch.isfinite(scores[i])):
+                raise AfreqError(f"the anomaly map or score of {path} contains NaN or infinite "
+                                 "values; the method's output is broken")
             label = int(batch["label"][i])
-            mask_path = batch.get("mask_path", [""] * amap.shape[0])[i]
+            mask_path = batch["mask_path"][i]
             self.has_masks &= bool(mask_path) or label == 0
             mask = self._mask(batch, i, mask_path)
             self.maps.append(_resize(amap[i], mask.shape))
@@ -57,14 +69,13 @@ class Evaluator:
                 self.parts.append(_resize(parts[i].detach().float().cpu(), mask.shape))
                 self.score_parts.append(outputs["score_parts"][i].detach().float().cpu().numpy())
             self.rows.append({
-                "path": batch["path"][i], "category": batch["category"][i],
-                "defect": batch["defect"][i], "label": label,
-                "pred_score": float(outputs["pred_score"][i]),
+                "path": path, "category": batch["category"][i], "defect": batch["defect"][i],
+                "label": label, "pred_score": float(scores[i]),
             })
 
     def _mask(self, batch: dict[str, Any], i: int, mask_path: str) -> np.ndarray:
         if self.resolution != "original":
-            mask = batch["mask"][i : i + 1].float()
+            mask = batch["mask"][i : i + 1].float().cpu()
             size = (self.resolution, self.resolution)
             return F.interpolate(mask, size=size, mode="nearest")[0, 0].numpy() > 0.5
         if mask_path:
@@ -73,12 +84,14 @@ class Evaluator:
         return np.zeros((height, width), dtype=bool)
 
     def scores(self) -> np.ndarray:
+        """Image scores as scored: raw, or min-max scaled over the test set (per part, summed)."""
         if self.normalisation == "minmax" and self.score_parts:
             return _minmax(np.stack(self.score_parts)).sum(1)
         values = np.array([r["pred_score"] for r in self.rows])
         return _minmax(values) if self.normalisation == "minmax" else values
 
     def final_maps(self) -> list[np.ndarray]:
+        """Maps as scored: raw, or min-max scaled over all test maps (per part, summed)."""
         if self.normalisation != "minmax":
             return self.maps
         if self.parts:
@@ -91,34 +104,33 @@ class Evaluator:
         return [(m - low) / max(high - low, 1e-12) for m in self.maps]
 
     def compute(self) -> dict[str, float]:
+        """Image metrics, and pixel metrics when every anomalous test image has a mask."""
         if not self.rows:
             raise AfreqError("the evaluator received no predictions")
         labels = np.array([r["label"] for r in self.rows])
-        scores = self.scores()
-        metrics = {
-            "image_auroc": fn.auroc(scores, labels),
-            "image_ap": fn.average_precision(scores, labels),
-            "image_f1max": fn.f1_max(scores, labels),
-        }
-        masks_any = any(m.any() for m in self.masks)
-        if self.has_masks and masks_any:
+        image = fn.binary_metrics(self.scores(), labels)
+        metrics = {f"image_{name}": value for name, value in image.items()}
+        if self.has_masks and any(m.any() for m in self.masks):
             maps = self.final_maps()
-            flat_maps = np.concatenate([m.ravel() for m in maps])
-            flat_masks = np.concatenate([m.ravel() for m in self.masks])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                metrics["pixel_auroc"] = fn.auroc(flat_maps, flat_masks)
-            metrics["pixel_ap"] = fn.average_precision(flat_maps, flat_masks)
-            metrics["pixel_f1max"] = fn.f1_max(flat_maps, flat_masks)
+            pixel = fn.binary_metrics(np.concatenate([m.ravel() for m in maps]),
+                                      np.concatenate([m.ravel() for m in self.masks]))
+            metrics.update({f"pixel_{name}": value for name, value in pixel.items()})
             metrics["pixel_aupro"] = aupro(maps, self.masks, self.pro_limit, self.pro_variant)
         return metrics
 
     def protocol(self) -> dict[str, Any]:
+        """Exactly how `compute` scored, for protocol.json."""
         return {
             "eval_resolution": self.resolution,
+            "map_resize": "bilinear, masks nearest" if self.resolution != "original"
+            else "bilinear to each mask file's size (image size for normal images)",
+            "map_dtype": "float32",
             "pro_variant": self.pro_variant,
+            "pro_thresholds": DEFAULT_STEPS.get(self.pro_variant, "all distinct scores"),
             "pro_integration_limit": self.pro_limit,
             "score_normalisation": self.normalisation,
+            "score_normalisation_scope": "raw scores and maps" if self.normalisation == "none"
+            else "over the test set, image scores and maps (per part, then summed, when given)",
             "pixel_metrics": "pooled over all test pixels of the category" if self.has_masks
             else "none (no masks)",
         }

@@ -7,15 +7,10 @@ import math
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from anomaly_freq.synth.textures import _u
+from anomaly_freq.synth.rng import Seed, as_generator, randint, uniform
 
 
-def _randint(generator: torch.Generator, low: int, high: int) -> int:
-    """Uniform integer in [low, high)."""
-    return int(torch.randint(low, max(high, low + 1), (), generator=generator))
-
-
-def cutpaste_small(image: torch.Tensor, generator: torch.Generator,
+def cutpaste_small(image: torch.Tensor, generator: Seed,
                    area: tuple[float, float] = (0.02, 0.15), aspect: float = 0.3,
                    jitter: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """OCR-GAN's CutPaste: a patch of U(area) of the image, aspect U(aspect, 1/aspect), colour
@@ -25,18 +20,19 @@ def cutpaste_small(image: torch.Tensor, generator: torch.Generator,
     >>> 0 < m.mean() < 0.2
     tensor(True)
     """
+    generator = as_generator(generator)
     _, h, w = image.shape
-    a = _u(generator, *area) * h * w
-    ratio = _u(generator, aspect, 1 / aspect)
+    a = uniform(generator, *area) * h * w
+    ratio = uniform(generator, aspect, 1 / aspect)
     pw = min(w - 1, max(1, round(math.sqrt(a * ratio))))
     ph = min(h - 1, max(1, round(math.sqrt(a / ratio))))
-    sy, sx = _randint(generator, 0, h - ph + 1), _randint(generator, 0, w - pw + 1)
+    sy, sx = randint(generator, 0, h - ph + 1), randint(generator, 0, w - pw + 1)
     patch = image[:, sy:sy + ph, sx:sx + pw]
-    patch = TF.adjust_brightness(patch, _u(generator, 1 - jitter, 1 + jitter))
-    patch = TF.adjust_contrast(patch, _u(generator, 1 - jitter, 1 + jitter))
-    patch = TF.adjust_saturation(patch, _u(generator, 1 - jitter, 1 + jitter))
-    patch = TF.adjust_hue(patch, _u(generator, -jitter, jitter))
-    ty, tx = _randint(generator, 0, h - ph + 1), _randint(generator, 0, w - pw + 1)
+    patch = TF.adjust_brightness(patch, uniform(generator, 1 - jitter, 1 + jitter))
+    patch = TF.adjust_contrast(patch, uniform(generator, 1 - jitter, 1 + jitter))
+    patch = TF.adjust_saturation(patch, uniform(generator, 1 - jitter, 1 + jitter))
+    patch = TF.adjust_hue(patch, uniform(generator, -jitter, jitter))
+    ty, tx = randint(generator, 0, h - ph + 1), randint(generator, 0, w - pw + 1)
     out, mask = image.clone(), torch.zeros(1, h, w)
     out[:, ty:ty + ph, tx:tx + pw] = patch
     mask[:, ty:ty + ph, tx:tx + pw] = 1
@@ -44,11 +40,17 @@ def cutpaste_small(image: torch.Tensor, generator: torch.Generator,
     return out, mask * changed
 
 
-def cutout(image: torch.Tensor, generator: torch.Generator,
+def cutout(image: torch.Tensor, generator: Seed,
            side: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
-    """One black square of ``side`` px, centred uniformly, clipped at the border."""
+    """One black square of ``side`` px, centred uniformly, clipped at the border.
+
+    >>> out, m = cutout(torch.ones(3, 64, 64), 0)
+    >>> bool((out[:, m[0] > 0] == 0).all()), 0 < int(m.sum()) <= 400
+    (True, True)
+    """
+    generator = as_generator(generator)
     _, h, w = image.shape
-    cy, cx = _randint(generator, 0, h), _randint(generator, 0, w)
+    cy, cx = randint(generator, 0, h), randint(generator, 0, w)
     y0, y1 = max(0, cy - side // 2), min(h, cy + side // 2)
     x0, x1 = max(0, cx - side // 2), min(w, cx + side // 2)
     out, mask = image.clone(), torch.zeros(1, h, w)
@@ -57,7 +59,7 @@ def cutout(image: torch.Tensor, generator: torch.Generator,
     return out, mask
 
 
-def large_cutpaste(image: torch.Tensor, generator: torch.Generator,
+def large_cutpaste(image: torch.Tensor, generator: Seed,
                    faithful: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """FAIR's large CutPaste: a patch of side U{0.8..0.9}·S pasted back into the same image.
 
@@ -67,27 +69,32 @@ def large_cutpaste(image: torch.Tensor, generator: torch.Generator,
     what the official code does (fair.md §3.3): the slice is clipped at the border, rotated by an
     integer number of *radians* in {−6..5} about its top-left corner with black fill, which
     leaves most of the pasted rectangle black.
+
+    >>> out, m = large_cutpaste(torch.rand(3, 128, 128), 0)
+    >>> 0.6 < float(m.mean()) < 0.85
+    True
     """
+    generator = as_generator(generator)
     _, h, w = image.shape
     lo, hi = round(0.8 * h), round(0.9 * h)
-    side_h = _randint(generator, lo, hi)
+    side_h = randint(generator, lo, hi)
     side_h -= side_h % 2
     side_w = side_h  # the official code reuses the height for the width
     if faithful:
-        top, left = _randint(generator, 0, h), _randint(generator, 0, w)
+        top, left = randint(generator, 0, h), randint(generator, 0, w)
         patch = image[:, top:top + side_h, left:left + side_w]
-        radians = _randint(generator, -6, 6)
+        radians = randint(generator, -6, 6)
         patch = TF.affine(patch, angle=math.degrees(radians), translate=[0, 0], scale=1.0,
                           shear=[0.0], center=[0.0, 0.0], fill=0.0)
     else:
-        top, left = _randint(generator, 0, h - side_h + 1), _randint(generator, 0, w - side_w + 1)
+        top, left = randint(generator, 0, h - side_h + 1), randint(generator, 0, w - side_w + 1)
         patch = image[:, top:top + side_h, left:left + side_w]
         pad = side_h // 4
         padded = torch.nn.functional.pad(patch[None], (pad, pad, pad, pad), mode="reflect")[0]
-        rotated = TF.rotate(padded, _u(generator, -6, 6), TF.InterpolationMode.BILINEAR)
+        rotated = TF.rotate(padded, uniform(generator, -6, 6), TF.InterpolationMode.BILINEAR)
         patch = rotated[:, pad:pad + side_h, pad:pad + side_w]
     ph, pw = patch.shape[-2:]
-    ty, tx = _randint(generator, 1, h - ph - 1), _randint(generator, 1, w - pw - 1)
+    ty, tx = randint(generator, 1, h - ph - 1), randint(generator, 1, w - pw - 1)
     out, mask = image.clone(), torch.zeros(1, h, w)
     out[:, ty:ty + ph, tx:tx + pw] = patch
     mask[:, ty:ty + ph, tx:tx + pw] = 1

@@ -8,7 +8,12 @@ from anomaly_freq.freq.filters import to_grey
 
 
 def otsu_threshold(grey: torch.Tensor) -> float:
-    """Otsu's threshold of a grey image in [0, 1], on a 256-bin histogram."""
+    """Otsu's threshold of a grey image in [0, 1] on its 8-bit levels, as
+    cv2.threshold(THRESH_OTSU) picks it (level / 255; pixels above it are the upper class).
+
+    >>> round(otsu_threshold(torch.tensor([0.1, 0.1, 0.9, 0.9])) * 255)
+    26
+    """
     levels = (grey.clamp(0, 1) * 255).round().long().flatten()
     hist = torch.bincount(levels, minlength=256).double()
     prob = hist / hist.sum()
@@ -20,6 +25,9 @@ def otsu_threshold(grey: torch.Tensor) -> float:
 
 def otsu_foreground(image: torch.Tensor, invert: bool = False) -> torch.Tensor:
     """1×H×W mask of pixels brighter than Otsu's threshold (darker with ``invert``).
+
+    DFD's table (dfd.md §3): hazelnut, metal_nut, pill and toothbrush keep the brighter pixels;
+    bottle, capsule, screw and transistor the darker ones (``invert=True``); others use no mask.
 
     >>> img = torch.zeros(3, 8, 8); img[:, 2:6, 2:6] = 1
     >>> int(otsu_foreground(img).sum())

@@ -7,20 +7,17 @@ import math
 import torch
 import torchvision.transforms.v2.functional as TF
 
-
-def _uniform(generator: torch.Generator, low: float = 0.0, high: float = 1.0) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
+from anomaly_freq.synth.rng import Seed, as_generator, uniform
 
 
-def perlin_noise(size: tuple[int, int], res: tuple[int, int],
-                 generator: torch.Generator) -> torch.Tensor:
+def perlin_noise(size: tuple[int, int], res: tuple[int, int], generator: Seed) -> torch.Tensor:
     """H×W gradient noise with ``res`` lattice cells per axis (values roughly in ±0.7).
 
     >>> perlin_noise((64, 64), (4, 2), torch.Generator().manual_seed(0)).shape
     torch.Size([64, 64])
     """
     h, w = size
-    angles = 2 * math.pi * torch.rand(res[0] + 1, res[1] + 1, generator=generator)
+    angles = 2 * math.pi * torch.rand(res[0] + 1, res[1] + 1, generator=as_generator(generator))
     gradients = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)
     y = torch.arange(h, dtype=torch.float32) * res[0] / h
     x = torch.arange(w, dtype=torch.float32) * res[1] / w
@@ -40,7 +37,7 @@ def perlin_noise(size: tuple[int, int], res: tuple[int, int],
     return math.sqrt(2) * torch.lerp(top, bottom, uy)
 
 
-def perlin_mask(size: tuple[int, int], generator: torch.Generator, max_scale: int = 6,
+def perlin_mask(size: tuple[int, int], generator: Seed, max_scale: int = 6,
                 threshold: float = 0.5, max_rotation: float = 90.0) -> torch.Tensor:
     """1×H×W binary mask: Perlin noise with 2^a × 2^b cells (a, b ~ U{0..max_scale−1}),
     rotated by U(−max_rotation, max_rotation)°, thresholded at ``> threshold``.
@@ -49,15 +46,16 @@ def perlin_mask(size: tuple[int, int], generator: torch.Generator, max_scale: in
     >>> m.shape, set(m.unique().tolist()) <= {0.0, 1.0}
     (torch.Size([1, 64, 64]), True)
     """
+    generator = as_generator(generator)
     a, b = torch.randint(0, max_scale, (2,), generator=generator).tolist()
     noise = perlin_noise(size, (2**a, 2**b), generator)[None]
-    angle = _uniform(generator, -max_rotation, max_rotation)
+    angle = uniform(generator, -max_rotation, max_rotation)
     noise = TF.rotate(noise, angle, TF.InterpolationMode.BILINEAR, fill=0.0)
     return (noise > threshold).float()
 
 
 def perlin_texture_anomaly(image: torch.Tensor, texture: torch.Tensor,
-                           generator: torch.Generator, beta: tuple[float, float] = (0.0, 0.8),
+                           generator: Seed, beta: tuple[float, float] = (0.0, 0.8),
                            mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """I' = I·(1−M) + (1−β)·T·M + β·I·M with β ~ U(beta) and M a Perlin mask (DRAEM's blend).
 
@@ -66,7 +64,8 @@ def perlin_texture_anomaly(image: torch.Tensor, texture: torch.Tensor,
     >>> out.shape, m.shape
     (torch.Size([3, 32, 32]), torch.Size([1, 32, 32]))
     """
+    generator = as_generator(generator)
     mask = perlin_mask(tuple(image.shape[-2:]), generator) if mask is None else mask
-    b = _uniform(generator, *beta)
+    b = uniform(generator, *beta)
     blended = image * (1 - mask) + (1 - b) * texture * mask + b * image * mask
     return blended, mask

@@ -16,25 +16,23 @@ import torchvision.transforms.v2.functional as TF
 
 from anomaly_freq.data.images import decode_image
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.synth.rng import Seed, as_generator, uniform
 
 _EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
-def _u(generator: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
-
-
-def procedural_texture(size: int, generator: torch.Generator) -> torch.Tensor:
+def procedural_texture(size: int, generator: Seed) -> torch.Tensor:
     """3×size×size texture: a random mix of smooth noise, stripes and a checkerboard.
 
     >>> procedural_texture(32, torch.Generator().manual_seed(0)).shape
     torch.Size([3, 32, 32])
     """
+    generator = as_generator(generator)
     cells = int(torch.randint(2, 17, (), generator=generator))
     noise = torch.rand(1, 3, cells, cells, generator=generator)
     smooth = F.interpolate(noise, size=(size, size), mode="bicubic", align_corners=False)[0]
     y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    angle, period = _u(generator, 0, math.pi), _u(generator, 3, size / 4)
+    angle, period = uniform(generator, 0, math.pi), uniform(generator, 3, size / 4)
     stripes = torch.sin(2 * math.pi * (x * math.cos(angle) + y * math.sin(angle)) / period)
     checks = ((x // max(1, int(period)) + y // max(1, int(period))) % 2).float() * 2 - 1
     weights = torch.rand(3, generator=generator)
@@ -46,30 +44,40 @@ def procedural_texture(size: int, generator: torch.Generator) -> torch.Tensor:
 
 
 _AUGMENTERS = (
-    lambda t, g: TF.adjust_gamma(t, _u(g, 0.5, 2.0)),
-    lambda t, g: (t * _u(g, 0.8, 1.2) + _u(g, -30, 30) / 255).clamp(0, 1),
-    lambda t, g: TF.adjust_sharpness(t, _u(g, 0.0, 2.0)),
-    lambda t, g: TF.adjust_hue(t, _u(g, -50, 50) / 360),
-    lambda t, g: TF.solarize(t, _u(g, 32, 128) / 255) if _u(g, 0, 1) < 0.5 else t,
+    lambda t, g: TF.adjust_gamma(t, uniform(g, 0.5, 2.0)),
+    lambda t, g: (t * uniform(g, 0.8, 1.2) + uniform(g, -30, 30) / 255).clamp(0, 1),
+    lambda t, g: TF.adjust_sharpness(t, uniform(g, 0.0, 2.0)),
+    lambda t, g: TF.adjust_hue(t, uniform(g, -50, 50) / 360),
+    lambda t, g: TF.solarize(t, uniform(g, 32, 128) / 255) if uniform(g, 0, 1) < 0.5 else t,
     lambda t, g: TF.posterize((t * 255).to(torch.uint8), int(torch.randint(1, 9, (),
                               generator=g))).float() / 255,
     lambda t, g: TF.invert(t),
     lambda t, g: TF.autocontrast(t),
     lambda t, g: TF.equalize((t * 255).to(torch.uint8)).float() / 255,
-    lambda t, g: TF.rotate(t, _u(g, -45, 45), TF.InterpolationMode.BILINEAR),
+    lambda t, g: TF.rotate(t, uniform(g, -45, 45), TF.InterpolationMode.BILINEAR),
 )
 
 
-def augment_texture(texture: torch.Tensor, generator: torch.Generator, count: int = 3):
+def augment_texture(texture: torch.Tensor, generator: Seed, count: int = 3) -> torch.Tensor:
     """Three distinct augmenters in random order, as DRAEM's list (gamma, brightness, sharpness,
-    hue, solarize, posterize, invert, autocontrast, equalize, rotate) — torchvision versions."""
+    hue, solarize, posterize, invert, autocontrast, equalize, rotate) — torchvision versions.
+
+    >>> augment_texture(torch.rand(3, 16, 16), 0).shape
+    torch.Size([3, 16, 16])
+    """
+    generator = as_generator(generator)
     for index in torch.randperm(len(_AUGMENTERS), generator=generator)[:count].tolist():
         texture = _AUGMENTERS[index](texture, generator)
     return texture.clamp(0, 1)
 
 
 class TextureSource:
-    """Random textures of a given size: from a DTD folder if given, else procedural."""
+    """Random 3×size×size textures in [0, 1]: every .jpg/.png under ``dtd_root`` (searched
+    recursively) when it is given, else procedural ones.
+
+    >>> TextureSource(None, 16).sample(0).shape
+    torch.Size([3, 16, 16])
+    """
 
     def __init__(self, dtd_root: str | Path | None, size: int) -> None:
         self.size = size
@@ -86,9 +94,12 @@ class TextureSource:
 
     @property
     def procedural(self) -> bool:
+        """True when textures are generated rather than read from DTD."""
         return not self.files
 
-    def sample(self, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, generator: Seed) -> torch.Tensor:
+        """One texture: a uniformly drawn file, or a procedural one."""
+        generator = as_generator(generator)
         if self.procedural:
             return procedural_texture(self.size, generator)
         path = self.files[int(torch.randint(len(self.files), (), generator=generator))]

@@ -1,37 +1,53 @@
-"""`afreq spectrum`: energy against frequency for normal and anomalous test images (DFD Fig. 2)."""
+"""`afreq spectrum`: energy against frequency for normal and anomalous test images (DFD Fig. 2).
+
+Figures use matplotlib's object API, whose Agg canvas needs no display and no pyplot state.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from omegaconf import DictConfig
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from anomaly_freq import registry  # noqa: E402
-from anomaly_freq.data.images import decode_image  # noqa: E402
-from anomaly_freq.freq import radial_energy_spectrum  # noqa: E402
-from anomaly_freq.viz.report import _save  # noqa: E402
+from anomaly_freq import registry
+from anomaly_freq.data.images import decode_image
+from anomaly_freq.freq import radial_energy_spectrum
 
 
-def plot_spectra(curves: dict[str, torch.Tensor], path: Path, title: str) -> None:
-    """One line per group (median over its images, band from the 25th to the 75th percentile),
-    log energy axis."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+def _save_png(fig: Figure, path: Path) -> None:
+    """Write ``fig`` to ``path`` atomically: a temporary file in the same folder, then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def plot_spectra(curves: dict[str, torch.Tensor], path: str | Path, title: str = "") -> None:
+    """Write a PNG (atomically) of energy against frequency: one line per group of N×R curves
+    (or one R curve) from ``radial_energy_spectrum``, the median over its images with a band
+    from the 25th to the 75th percentile, on a log energy axis."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
     for label, curve in curves.items():
-        low, mid, high = torch.quantile(curve, torch.tensor([0.25, 0.5, 0.75]), dim=0).numpy()
+        curve = curve.detach().cpu().double().reshape(-1, curve.shape[-1])
+        quartiles = torch.tensor([0.25, 0.5, 0.75], dtype=curve.dtype)
+        low, mid, high = torch.quantile(curve, quartiles, dim=0).numpy()
         radius = np.arange(mid.size)
         ax.plot(radius, mid, label=f"{label} ({len(curve)} images)")
         ax.fill_between(radius, low, high, alpha=0.2)
     ax.set(yscale="log", xlabel="distance from the spectrum centre (DFT bins)",
            ylabel="mean energy |F|²", title=title)
     ax.legend()
-    _save(fig, path)
+    _save_png(fig, Path(path))
 
 
 def spectrum_command(cfg: DictConfig) -> Path:
