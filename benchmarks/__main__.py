@@ -11,7 +11,8 @@ from anomaly_freq.bench.rundir import write_atomic
 from benchmarks.common import machine
 
 MODULES = ["benchmarks.bench_data", "benchmarks.bench_freq", "benchmarks.bench_freqstat",
-           "benchmarks.bench_metrics"]
+           "benchmarks.bench_metrics", "benchmarks.bench_fair", "benchmarks.bench_dfd",
+           "benchmarks.bench_ocrgan"]
 OUTPUT = Path("docs/benchmarks.md")
 
 

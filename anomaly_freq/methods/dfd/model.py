@@ -1,0 +1,212 @@
+"""DFD: dual-path frequency discriminators for few-shot anomaly detection (Bai et al., 2024).
+
+Every image is split by a one-level Gaussian pyramid into a low band up(down(I)) and a high
+band I − low; both bands go through a frozen backbone with local aggregation and a shared
+linear adaptor. A Gaussian discriminator learns to separate adapted features from copies with
+N(0, 0.015²) noise; a Perlin discriminator (token MLP + one ViT block) learns to segment
+image-level pseudo-anomalies. At test time the negated logits of each discriminator, upsampled
+and smoothed, are summed over the bands, and the two discriminators' maps are fused.
+See /work/shared/methods/dfd.md for the specification and the choices made (§13).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from anomaly_freq.errors import AfreqError
+from anomaly_freq.freq import gaussian_pyramid_split
+from anomaly_freq.methods.base import AnomalyModule
+from anomaly_freq.methods.dfd import losses
+from anomaly_freq.methods.dfd.features import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FeatureExtractor,
+    build_backbone,
+)
+from anomaly_freq.methods.dfd.fusion import FUSIONS, closed_form_constants, gaussian_smooth
+from anomaly_freq.methods.dfd.networks import (
+    FeatureAdaptor,
+    GaussianDiscriminator,
+    PerlinDiscriminator,
+)
+from anomaly_freq.methods.dfd.synthesis import PseudoAnomalies
+from anomaly_freq.registry import register_method
+
+BANDS = ("low", "high")
+
+
+@register_method("dfd")
+class DFD(AnomalyModule):
+    """Few-shot DFD; ``configs/method/dfd.yaml`` documents every option."""
+
+    learning_type = "few_shot"
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        m, bb = cfg.method, cfg.backbone
+        self.side = int(cfg.dataset.center_crop or cfg.dataset.image_size)
+        self.bgr, self.pyramid_mode = bool(m.bgr), str(m.pyramid_mode)
+        self.margin, self.noise_std = float(m.margin), float(m.noise_std)
+        self.lambda_perlin, self.lambda_sim = float(m.lambda_perlin), float(m.lambda_sim)
+        self.sigma, self.fusion = float(m.smoothing_sigma), str(m.fusion)
+        if self.fusion not in FUSIONS:
+            raise AfreqError(f"method.fusion={self.fusion} is unknown; valid: {', '.join(FUSIONS)}")
+        dim = int(m.feature_dim)
+        layers = tuple(int(i) for i in bb.layers)
+        self.features = FeatureExtractor(
+            build_backbone(str(bb.name), layers, bool(bb.pretrained), bb.weights or None), dim)
+        with torch.no_grad():
+            probe = self.features.backbone(torch.zeros(1, 3, self.side, self.side))
+        self.grid = tuple(probe[0].shape[-2:])
+        self.adaptor = FeatureAdaptor(dim)
+        self.gaussian = GaussianDiscriminator(dim, int(m.gaussian_hidden))
+        self.perlin = PerlinDiscriminator(dim, self.grid[0] * self.grid[1], int(m.vit_heads))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        # per discriminator (Perlin, Gaussian): pixel mean, pixel std, closed-form a and c
+        self.register_buffer("fusion_stats", torch.tensor([[0.0, 1.0, 1.0, 0.0]] * 2))
+        foreground = OmegaConf.select(cfg, f"method.foreground.{cfg.dataset.category}")
+        self.synth = PseudoAnomalies(
+            float(m.anomaly_prob), self.side, OmegaConf.select(cfg, "synth.dtd_root"),
+            (0.0, float(m.beta_max)), str(foreground or "all"), bool(m.fixed_anomalies),
+            int(cfg.seed))
+
+    # ---------------------------------------------------------------- features
+
+    def bands(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """ImageNet-normalised low and high bands of [0,1] RGB images (split first)."""
+        if self.bgr:
+            images = images.flip(1)  # the code reads BGR and normalises with RGB constants
+        low, high = gaussian_pyramid_split(images, mode=self.pyramid_mode)
+        return {"low": (low - self.mean) / self.std, "high": (high - self.mean) / self.std}
+
+    def adapted(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Adapted token features (B·T)×D per band; one backbone pass for both bands."""
+        bands = self.bands(images)
+        feats = self.features(torch.cat([bands["low"], bands["high"]]))
+        low, high = self.adaptor(feats).chunk(2)
+        return {"low": low, "high": high}
+
+    def train(self, mode: bool = True) -> DFD:
+        super().train(mode)
+        self.features.train(False)
+        return self
+
+    # ---------------------------------------------------------------- training
+
+    def configure_optimizers(self) -> Any:
+        m = self.cfg.method
+        groups = [
+            {"params": self.adaptor.parameters(), "lr": float(m.lr_adaptor), "weight_decay": 0.0},
+            {"params": self.gaussian.parameters(), "lr": float(m.lr_gaussian),
+             "weight_decay": float(m.weight_decay)},
+            {"params": self.perlin.parameters(), "lr": float(m.lr_perlin),
+             "weight_decay": float(m.weight_decay)},
+        ]
+        optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999), eps=1e-8)
+        epochs = self.trainer.max_epochs if self._trainer is not None else 80
+        t_max = int(m.cosine_t_max) if m.cosine_t_max else max(1, (epochs or 80) - 4)
+        floor = float(m.lr_min)
+
+        def cosine(base: float) -> Any:
+            # CosineAnnealingLR's closed form; past t_max it rises again, as torch's does
+            return lambda epoch: (floor + (base - floor) * (1 + math.cos(math.pi * epoch / t_max))
+                                  / 2) / base
+
+        lambdas = [lambda epoch: 1.0, cosine(groups[1]["lr"]), cosine(groups[2]["lr"])]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
+                                                         "interval": "epoch"}}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        clean = batch["image"]
+        b, _, h, w = clean.shape
+        angles = batch.get("rotation")
+        angles = angles.tolist() if angles is not None else [0.0] * b
+        augmented, mask, labels = self.synth(clean, batch["path"], angles)
+        both = self.adapted(torch.cat([clean, augmented]))
+        token_mask = F.adaptive_max_pool2d(mask, self.grid)
+        total_gau = total_pix = total_cls = total_sim = clean.new_zeros(())
+        for band in BANDS:
+            q_clean, q_aug = both[band].chunk(2)
+            noisy = q_clean + self.noise_std * torch.randn_like(q_clean)
+            scores = self.gaussian(torch.cat([q_clean, noisy]))
+            total_gau = total_gau + losses.gaussian_loss(*scores.chunk(2), self.margin)
+            logits = self.perlin(q_aug).view(b, 1, *self.grid)
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            total_pix = total_pix + losses.perlin_pixel_loss(logits, mask, self.margin)
+            total_cls = total_cls + losses.perlin_image_loss(logits, labels)
+            total_sim = total_sim + losses.similarity_loss(q_aug, q_clean, token_mask)
+        perlin = 0.5 * (total_pix + total_cls)
+        loss = total_gau + self.lambda_perlin * perlin + self.lambda_sim * total_sim
+        self.log_dict({"loss": loss, "loss_gaussian": total_gau, "loss_perlin": perlin,
+                       "loss_similarity": total_sim}, on_step=False, on_epoch=True,
+                      batch_size=b)
+        return loss
+
+    def on_train_end(self) -> None:
+        """Fusion statistics from clean training images (never from the test set)."""
+        loader = self.trainer.train_dataloader
+        limit = int(self.cfg.method.stats_batches)
+        if loader is None or limit <= 0:
+            return
+        was_training = self.training
+        self.eval()
+        perlin_maps, gauss_maps = [], []
+        with torch.no_grad():
+            for i, batch in enumerate(loader):
+                if i >= limit:
+                    break
+                p, g = self.discriminator_maps(batch["image"].to(self.device))
+                perlin_maps.append(p[:, 0])
+                gauss_maps.append(g[:, 0])
+        self.train(was_training)
+        for row, maps in enumerate((torch.cat(perlin_maps), torch.cat(gauss_maps))):
+            a, c = closed_form_constants(maps)
+            std = maps.double().std().clamp_min(1e-12)
+            self.fusion_stats[row] = torch.stack([maps.double().mean(), std, a, c]).float()
+
+    # ---------------------------------------------------------------- inference
+
+    def discriminator_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, G): negated, upsampled, smoothed logits summed over the bands, B×1×H×W each."""
+        b, _, h, w = images.shape
+        q = self.adapted(images)
+        maps = []
+        for net in (self.perlin, self.gaussian):
+            total = 0
+            for band in BANDS:
+                logits = -net(q[band]).view(b, 1, *self.grid)
+                up = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+                total = total + gaussian_smooth(up, self.sigma)
+            maps.append(total)
+        return maps[0], maps[1]
+
+    def fuse(self, perlin: torch.Tensor, gauss: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.fusion == "raw":
+            return 0.5 * (perlin + gauss), 0.5 * (perlin.flatten(1).amax(1)
+                                                  + gauss.flatten(1).amax(1))
+        parts = []
+        for row, part in enumerate((perlin, gauss)):
+            mean, std, a, c = self.fusion_stats[row]
+            parts.append((part - mean) / std if self.fusion == "standardise" else a * part - c)
+        amap = 0.5 * (parts[0] + parts[1])
+        score = 0.5 * (parts[0].flatten(1).amax(1) + parts[1].flatten(1).amax(1))
+        return amap, score
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, torch.Tensor]:
+        perlin, gauss = self.discriminator_maps(batch["image"])
+        amap, score = self.fuse(perlin, gauss)
+        return {
+            "anomaly_map": amap,
+            "pred_score": score,
+            # raw per-discriminator maps and maxima: eval.normalisation=minmax fuses these with
+            # test-set min–max, the paper's (transductive) protocol
+            "map_parts": torch.cat([perlin, gauss], dim=1),
+            "score_parts": torch.stack([perlin.flatten(1).amax(1), gauss.flatten(1).amax(1)], 1),
+        }

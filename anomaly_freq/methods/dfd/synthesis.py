@@ -1,0 +1,82 @@
+"""DFD's image-level pseudo-anomalies (spec §3), drawn inside the training step.
+
+The dataset option ``dataset.shot_copies`` turns each shot image into fixed rotated copies;
+this module gives each copy, with probability ``p``, a Perlin-mask texture blend
+(I·(1−M) + (1−β)·T·M + β·I·M, β ~ U(0, 0.8)), optionally restricted to an Otsu foreground.
+With ``fixed=True`` the draw is a function of (seed, image path, rotation angle), so every copy
+keeps the same pseudo-anomaly in every epoch — the official code's offline set of 80·k samples.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from anomaly_freq.errors import AfreqError
+from anomaly_freq.freq.filters import to_grey
+from anomaly_freq.synth import TextureSource, augment_texture, perlin_texture_anomaly
+from anomaly_freq.synth.foreground import otsu_threshold
+from anomaly_freq.synth.perlin import perlin_mask
+
+FOREGROUND_MODES = ("all", "above", "below")
+
+
+class PseudoAnomalies:
+    """Batch-level wrapper: (images, paths, angles) → (augmented, masks B×1×H×W, labels B)."""
+
+    def __init__(self, probability: float, size: int, dtd_root: str | None = None,
+                 beta: tuple[float, float] = (0.0, 0.8), foreground: str = "all",
+                 fixed: bool = True, seed: int = 0) -> None:
+        if foreground not in FOREGROUND_MODES:
+            raise AfreqError(f"method.foreground mode '{foreground}' is unknown; valid: "
+                             f"{', '.join(FOREGROUND_MODES)}")
+        if not 0.0 <= probability <= 1.0:
+            raise AfreqError(f"method.anomaly_prob={probability} must lie in [0, 1]")
+        self.probability, self.beta, self.foreground = probability, beta, foreground
+        self.fixed, self.seed = fixed, seed
+        self.textures = TextureSource(dtd_root, size)
+        self._stream = torch.Generator().manual_seed(seed)
+
+    def generator(self, path: str, angle: float) -> torch.Generator:
+        if not self.fixed:
+            return self._stream
+        key = zlib.crc32(f"{self.seed}|{path}|{angle:.6f}".encode())
+        return torch.Generator().manual_seed(key)
+
+    def foreground_mask(self, image: torch.Tensor, angle: float) -> torch.Tensor:
+        """1×H×W region that may receive an anomaly; never the rotation's empty corners."""
+        ones = torch.ones(1, *image.shape[-2:])
+        valid = TF.rotate(ones, angle, TF.InterpolationMode.NEAREST, fill=0.0) if angle else ones
+        if self.foreground == "all":
+            return valid
+        grey = to_grey(image[None])[0]
+        threshold = otsu_threshold(grey[valid > 0.5])
+        inside = grey > threshold if self.foreground == "above" else grey <= threshold
+        return inside.float() * valid
+
+    def one(self, image: torch.Tensor, generator: torch.Generator,
+            angle: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+        size = tuple(image.shape[-2:])
+        if float(torch.rand((), generator=generator)) >= self.probability:
+            return image, torch.zeros(1, *size), 0.0
+        texture = augment_texture(self.textures.sample(generator), generator)
+        if tuple(texture.shape[-2:]) != size:
+            texture = TF.resize(texture, list(size), antialias=True)
+        mask = perlin_mask(size, generator) * self.foreground_mask(image, angle)
+        augmented, mask = perlin_texture_anomaly(image, texture, generator, self.beta, mask)
+        return augmented, mask, float(mask.any())
+
+    def __call__(self, images: torch.Tensor, paths: Sequence[str],
+                 angles: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out, masks, labels = [], [], []
+        for image, path, angle in zip(images.cpu(), paths, angles, strict=True):
+            augmented, mask, label = self.one(image, self.generator(path, angle), angle)
+            out.append(augmented)
+            masks.append(mask)
+            labels.append(label)
+        device = images.device
+        return (torch.stack(out).to(device), torch.stack(masks).to(device),
+                torch.tensor(labels, device=device))

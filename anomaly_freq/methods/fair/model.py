@@ -1,0 +1,142 @@
+"""FAIR: frequency-aware image restoration (Liu et al., arXiv 2309.07068).
+
+A restoration network learns to rebuild the clean RGB image from a Butterworth high-pass of its
+grey version, on normal images with synthetic corruptions (Perlin-texture blends and a large
+CutPaste). Anomalies, whose low frequencies were removed, are restored as normal, so the gap
+between the restored and the test image — 1 − MSGMS plus a small CIELAB colour term, smoothed
+by a 21×21 box — is the anomaly map, and its maximum is the image score.
+See /work/shared/methods/fair.md for the specification and ``configs/method/fair.yaml`` for
+every option.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from anomaly_freq.errors import AfreqError
+from anomaly_freq.freq import fft_filter, laplacian, sobel, to_grey
+from anomaly_freq.freq.filters import KINDS
+from anomaly_freq.methods.base import AnomalyModule
+from anomaly_freq.methods.fair.anomaly import anomaly_map, restoration_loss
+from anomaly_freq.methods.fair.network import RestorationNet
+from anomaly_freq.methods.fair.synthesis import Corruptions
+from anomaly_freq.registry import register_method
+
+#: network input → number of channels (fair.md §4.4, §11 Table 6)
+INPUTS = {"highpass": 1, "sobel": 2, "laplacian": 1, "grey": 1, "rgb": 3}
+REFERENCE_SIZE = 256  # the paper's D0 = 30 is in DFT bins of a 256×256 image
+
+
+def network_input(images: torch.Tensor, kind: str = "highpass", filter_kind: str = "butterworth",
+                  d0: float = 30.0, order: int = 2, sobel_axes: str = "xy",
+                  sobel_ksize: int = 3) -> torch.Tensor:
+    """What the network sees of B×3×H×W [0,1] RGB images.
+
+    ``highpass``: grey (0.299 R + 0.587 G + 0.114 B), then a centred-spectrum high-pass (FAIR);
+    ``sobel``: [gx, gy] of the grey image ([gx, gx] for axes "x", as the code feeds it);
+    ``laplacian``: the 4-neighbour Laplacian of the grey image; ``grey``: the grey image itself
+    (the paper's ColorRe); ``rgb``: the colour image itself (the paper's denoising AE, DeAE).
+    """
+    if kind == "rgb":
+        return images
+    grey = to_grey(images)
+    if kind == "highpass":
+        return fft_filter(grey, filter_kind, "high", d0, order)
+    if kind == "sobel":
+        grads = sobel(grey, sobel_axes, sobel_ksize)
+        return grads.repeat(1, 2, 1, 1) if grads.shape[1] == 1 else grads
+    if kind == "laplacian":
+        return laplacian(grey)
+    return grey
+
+
+@register_method("fair")
+class FAIR(AnomalyModule):
+    """One restoration model per category; ``configs/method/fair.yaml`` documents the options."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        m = cfg.method
+        self.side = int(cfg.dataset.center_crop or cfg.dataset.image_size)
+        self.input_kind = str(m.input)
+        if self.input_kind not in INPUTS:
+            raise AfreqError(f"method.input '{self.input_kind}' is unknown; valid: "
+                             f"{', '.join(INPUTS)}")
+        f = m.filter
+        self.filter_kind, self.order = str(f.kind), int(f.order)
+        if self.filter_kind not in KINDS:
+            raise AfreqError(f"method.filter.kind '{self.filter_kind}' is unknown; valid: "
+                             f"{', '.join(KINDS)}")
+        # keep the paper's normalised cutoff (30/256 cycles per pixel) at other resolutions
+        self.d0 = float(f.d0) * (self.side / REFERENCE_SIZE if f.scale_d0 else 1.0)
+        if self.d0 <= 0:
+            raise AfreqError(f"method.filter.d0={f.d0} must be positive")
+        self.sobel_axes, self.sobel_ksize = str(m.sobel.axes), int(m.sobel.ksize)
+        self.msgms_term, self.color_term = bool(m.msgms_term), bool(m.color_term)
+        if not (self.msgms_term or self.color_term):
+            raise AfreqError("method.msgms_term and method.color_term are both false; "
+                             "the anomaly map needs at least one of them")
+        self.color_weight, self.bgr_quirk = float(m.color_weight), bool(m.lab_bgr_quirk)
+        self.smooth, self.scales = int(m.smooth_kernel), int(m.msgms_scales)
+        self.lr = float(m.lr)
+        width = int(cfg.model.base_width)
+        if width < 1:
+            raise AfreqError(f"model.base_width={width} must be a positive integer")
+        if self.side % 16:
+            raise AfreqError(f"FAIR needs an image side divisible by 16 (4 poolings), got "
+                             f"{self.side}; set dataset.image_size accordingly")
+        self.network = RestorationNet(INPUTS[self.input_kind], 3, width)
+        self.corruptions = Corruptions(
+            self.side, int(cfg.seed), OmegaConf.select(cfg, "synth.dtd_root"),
+            cutpaste_prob=float(m.cutpaste_prob), texture_prob=float(m.texture_prob),
+            rotate_prob=float(m.rotate_prob), rotate_max=float(m.rotate_max),
+            beta=(0.0, float(m.beta_max)), cutpaste_mode=str(m.cutpaste_mode),
+            texture_source=str(m.texture_source))
+
+    # ---------------------------------------------------------------- shared path
+
+    def network_input(self, images: torch.Tensor) -> torch.Tensor:
+        return network_input(images, self.input_kind, self.filter_kind, self.d0, self.order,
+                             self.sobel_axes, self.sobel_ksize)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Restore B×3×H×W [0,1] RGB images from their high-pass grey version (unclipped)."""
+        return self.network(self.network_input(images))
+
+    # ---------------------------------------------------------------- training
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.lr, betas=(0.9, 0.999))
+        epochs = self.trainer.max_epochs if self._trainer is not None else 800
+        # ×0.2 at 80 % and 90 % of the epochs (640 and 720 of 800), stepped once per epoch;
+        # a run bounded by steps only (max_epochs = -1) keeps the learning rate constant
+        milestones = [int(0.8 * epochs), int(0.9 * epochs)] if epochs and epochs > 0 else []
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.2)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        corrupted, target, _ = self.corruptions(batch["image"])
+        loss = restoration_loss(self(corrupted).float(), target)
+        if not torch.isfinite(loss):
+            raise AfreqError(
+                f"FAIR training diverged: the loss is {loss.item()} at epoch "
+                f"{self.current_epoch}, step {self.global_step} (method.lr={self.lr}); "
+                "training stopped and no result was written. Lower method.lr or check the "
+                "training images.")
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=target.shape[0])
+        return loss
+
+    # ---------------------------------------------------------------- inference
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, torch.Tensor]:
+        images = batch["image"]
+        restored = self(images).float()  # the map in fp32 also under AMP
+        amap = anomaly_map(restored, images, msgms_term=self.msgms_term,
+                           color_term=self.color_term, color_weight=self.color_weight,
+                           bgr_quirk=self.bgr_quirk, smooth=self.smooth, scales=self.scales)
+        return {"anomaly_map": amap, "pred_score": amap.amax(dim=(1, 2, 3))}

@@ -1,0 +1,257 @@
+"""OCR-GAN: omni-frequency channel-selection reconstruction GAN (Liang et al., IEEE TIP 2023).
+
+Each image is split into a low band (one Gaussian-pyramid step) and a high band; a U-Net per band,
+coupled by channel selection after every encoder level, reconstructs the image as the sum of the
+two branch outputs. A DCGAN discriminator is trained on real images against reconstructions and
+CutPaste + Cutout forgeries. The image score is 0.9 · reconstruction error + 0.1 · distance of
+the discriminator's 100-d features. See /work/shared/methods/ocrgan.md (the spec) and
+``configs/method/ocrgan.yaml`` for every option.
+
+Two modes. Default: the paper's intent, corrected — signed bands that sum back to the image,
+learned channel selection (deterministic, trained, checkpointed), D in train mode throughout.
+``method.faithful=true``: the official code's behaviour — uint8 saturating high band with
+per-band scaling (the target becomes ``max(I, blur)/127.5 − 2``), channel-selection weights drawn
+at random on every forward (so inference is stochastic), D's BatchNorm frozen after epoch 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
+from omegaconf import DictConfig
+
+from anomaly_freq.errors import AfreqError
+from anomaly_freq.freq import gaussian_pyramid_split
+from anomaly_freq.methods.base import AnomalyModule
+from anomaly_freq.methods.ocrgan.networks import (
+    CS_MODES,
+    Discriminator,
+    TwoBranchUNet,
+    init_weights,
+)
+from anomaly_freq.registry import register_method
+from anomaly_freq.synth import cutout, cutpaste_small
+
+FD_MODES = ("signed", "official")
+FORGERIES = ("both", "cutpaste", "cutout", "none")
+REFERENCE_SIZE = 256  # Cutout's 20 px hole is at 256×256
+
+
+def decouple(images: torch.Tensor, mode: str = "signed") -> tuple[torch.Tensor, ...]:
+    """(low band, high band, target) of B×3×H×W [0,1] images, as the networks see them.
+
+    ``signed``: low = blur(I) mapped to [−1, 1], high = (I − blur(I))/0.5, so low + high is the
+    image in [−1, 1] and the target. ``official``: the code's uint8 path — the image quantised to
+    0…255, a rounded blur, high = max(I − blur, 0), each band mapped by /127.5 − 1 on its own,
+    target = their sum (in [−2, 0]; spec §3, A2/A3).
+    """
+    if mode == "signed":
+        low, high = gaussian_pyramid_split(images)
+        return (low - 0.5) / 0.5, high / 0.5, (images - 0.5) / 0.5
+    if mode == "official":
+        grey_levels = torch.round(images.clamp(0, 1) * 255)
+        low, high = gaussian_pyramid_split(grey_levels, saturate=True)
+        low_n, high_n = low / 127.5 - 1, high / 127.5 - 1
+        return low_n, high_n, low_n + high_n
+    raise AfreqError(f"method.fd_mode '{mode}' is unknown; valid: auto, {', '.join(FD_MODES)}")
+
+
+def _resolve(value: str, faithful: bool, default: str, official: str, valid: tuple[str, ...],
+             key: str) -> str:
+    value = str(value)
+    if value == "auto":
+        return official if faithful else default
+    if value not in valid:
+        raise AfreqError(f"method.{key} '{value}' is unknown; valid: auto, {', '.join(valid)}")
+    return value
+
+
+@register_method("ocrgan")
+class OCRGAN(AnomalyModule):
+    """Two-branch frequency U-Net generator + DCGAN discriminator, trained adversarially."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        self.automatic_optimization = False
+        m, net = cfg.method, cfg.model
+        self.side = int(cfg.dataset.center_crop or cfg.dataset.image_size)
+        if self.side < 16 or self.side & (self.side - 1):
+            raise AfreqError(f"OCR-GAN needs a power-of-two image side of at least 16 (the "
+                             f"paper uses 256), got {self.side}; set dataset.image_size")
+        faithful = bool(m.faithful)
+        self.fd_mode = _resolve(m.fd_mode, faithful, "signed", "official", FD_MODES, "fd_mode")
+        self.cs_mode = _resolve(m.cs_mode, faithful, "learned", "random", CS_MODES, "cs_mode")
+        self.freeze_d_bn = _resolve(m.d_bn_after_epoch1, faithful, "train", "frozen",
+                                    ("train", "frozen"), "d_bn_after_epoch1") == "frozen"
+        self.forgeries = str(m.forgeries)
+        if self.forgeries not in FORGERIES:
+            raise AfreqError(f"method.forgeries '{self.forgeries}' is unknown; valid: "
+                             f"{', '.join(FORGERIES)}")
+        self.score_content = str(m.score_content)
+        if self.score_content not in ("squared", "l1"):
+            raise AfreqError(f"method.score_content '{self.score_content}' is unknown; "
+                             "valid: squared, l1")
+        self.eval_draws = int(m.eval_draws)
+        if self.eval_draws < 1:
+            raise AfreqError(f"method.eval_draws={self.eval_draws} must be at least 1")
+        levels = int(net.levels) or int(math.log2(self.side))
+        if not 2 <= levels <= int(math.log2(self.side)):
+            raise AfreqError(f"model.levels={net.levels} must be between 2 and "
+                             f"log2(image side) = {int(math.log2(self.side))} (0 = that maximum)")
+
+        self.generator = TwoBranchUNet(int(net.ngf), levels, self.cs_mode, int(net.cs_reduction),
+                                       int(net.cs_min_dim))
+        self.discriminator = Discriminator(self.side, int(net.ndf), int(net.nz))
+        init_weights(self.generator)
+        init_weights(self.discriminator)
+
+        self.w_con, self.w_adv, self.w_lat = float(m.w_con), float(m.w_adv), float(m.w_lat)
+        self.d_latent_term = bool(m.d_latent_term)
+        self.d_reinit_below = float(m.d_reinit_below)
+        self.score_weight = float(m.score_weight)
+        self.map_sigma = float(m.map_sigma)
+        self.cutpaste_area = (float(m.cutpaste_area[0]), float(m.cutpaste_area[1]))
+        self.cutout_side = max(1, round(float(m.cutout_side) * self.side / REFERENCE_SIZE))
+        self.drop_last = bool(m.drop_last)
+        self.batch_size = int(cfg.dataset.batch_size)
+        self.eval_seed = int(m.eval_seed)
+        self.forge_rng = torch.Generator().manual_seed(int(cfg.seed))
+
+    # ---------------------------------------------------------------- shared path
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reconstruction, target) of B×3×H×W [0,1] RGB images, in the networks' range."""
+        low, high, target = decouple(images, self.fd_mode)
+        return self.generator(low, high), target
+
+    # ---------------------------------------------------------------- training
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        m = self.cfg.method
+        kwargs = {"lr": float(m.lr), "betas": (float(m.beta1), float(m.beta2)),
+                  "weight_decay": float(m.weight_decay)}
+        return [torch.optim.Adam(self.generator.parameters(), **kwargs),
+                torch.optim.Adam(self.discriminator.parameters(), **kwargs)]
+
+    def forge(self, images: torch.Tensor) -> torch.Tensor:
+        """One CutPaste (2–15 % of the image) + one Cutout forgery per image, in [−1, 1]."""
+        out = []
+        for image in images.detach().cpu():
+            if self.forgeries in ("both", "cutpaste"):
+                image, _ = cutpaste_small(image, self.forge_rng, area=self.cutpaste_area)
+            if self.forgeries in ("both", "cutout"):
+                image, _ = cutout(image, self.forge_rng, side=self.cutout_side)
+            out.append(image)
+        return (torch.stack(out).to(images.device) - 0.5) / 0.5
+
+    def on_train_start(self) -> None:
+        self.generator.set_generator(None)  # random channel selection: the seeded global RNG
+
+    def on_train_epoch_start(self) -> None:
+        if self.freeze_d_bn and self.current_epoch >= 1:
+            # the official test() puts D in eval mode and training never switches it back
+            self.discriminator.eval()
+
+    def _skip(self, n: int) -> bool:
+        """The code drops incomplete batches; BatchNorm cannot train on a single image."""
+        if n < 2:
+            return True
+        if not self.drop_last or n >= self.batch_size:
+            return False
+        loader = self.trainer.train_dataloader if self._trainer is not None else None
+        dataset = getattr(loader, "dataset", None)
+        return dataset is not None and len(dataset) >= self.batch_size
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        images = batch["image"]
+        if self._skip(images.shape[0]):
+            return
+        opt_g, opt_d = self.optimizers()
+        low, high, real = decouple(images, self.fd_mode)
+
+        # generator step: 50·L1 + 1·BCE(D(x̂), 1) + 1·‖f(x̂) − f(x)‖²
+        self.toggle_optimizer(opt_g)
+        fake = self.generator(low, high)
+        prob_fake, feat_fake = self.discriminator(fake)
+        with torch.no_grad():
+            _, feat_real = self.discriminator(real)
+        loss_con = F.l1_loss(fake, real)
+        loss_adv = F.binary_cross_entropy(prob_fake, torch.ones_like(prob_fake))
+        loss_lat = F.mse_loss(feat_fake, feat_real)
+        loss_g = self.w_con * loss_con + self.w_adv * loss_adv + self.w_lat * loss_lat
+        opt_g.zero_grad()
+        self.manual_backward(loss_g)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        # discriminator step, from fresh forwards: real → 1, reconstruction and forgeries → 0
+        self.toggle_optimizer(opt_d)
+        fake = fake.detach()
+        prob_real, feat_real = self.discriminator(real)
+        prob_rec, feat_rec = self.discriminator(fake)
+        loss_d = (F.binary_cross_entropy(prob_real, torch.ones_like(prob_real))
+                  + F.binary_cross_entropy(prob_rec, torch.zeros_like(prob_rec)))
+        if self.forgeries != "none":
+            prob_forged, _ = self.discriminator(self.forge(images))
+            loss_d = loss_d + F.binary_cross_entropy(prob_forged, torch.zeros_like(prob_forged))
+        if self.d_latent_term:  # inherited from Skip-GANomaly's code (A11)
+            loss_d = loss_d + self.w_lat * F.mse_loss(feat_rec, feat_real)
+        opt_d.zero_grad()
+        self.manual_backward(loss_d)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        if float(loss_d.detach()) < self.d_reinit_below:
+            init_weights(self.discriminator)  # the code restarts a discriminator that has won
+
+        if not (torch.isfinite(loss_g) and torch.isfinite(loss_d)):
+            raise AfreqError(
+                f"OCR-GAN training diverged at epoch {self.current_epoch}, step "
+                f"{self.global_step}: loss_g={float(loss_g)}, loss_d={float(loss_d)} "
+                f"(method.lr={self.cfg.method.lr}); lower method.lr")
+        n = images.shape[0]
+        self.log_dict({"loss_g": loss_g, "loss_d": loss_d, "loss_con": loss_con},
+                      prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+
+    # ---------------------------------------------------------------- inference
+
+    def on_predict_start(self) -> None:
+        self._seed_eval_rng()
+
+    def on_test_start(self) -> None:
+        self._seed_eval_rng()
+
+    def _seed_eval_rng(self) -> None:
+        if self.cs_mode == "random" and self.eval_seed >= 0:
+            rng = torch.Generator(device=self.device).manual_seed(self.eval_seed)
+            self.generator.set_generator(rng)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, torch.Tensor]:
+        """Raw score 0.9 · content error + 0.1 · feature error, and a pixel map.
+
+        The pixel map (channel mean of |x − x̂|, Gaussian-smoothed by ``method.map_sigma``) is
+        not part of the paper, which reports image AUROC only; it gives OCR-GAN pixel metrics
+        here. No min-max normalisation: that needs test statistics and belongs to the evaluator.
+        """
+        images = batch["image"]
+        low, high, real = decouple(images, self.fd_mode)
+        _, feat_real = self.discriminator(real)
+        score = images.new_zeros(images.shape[0])
+        amap = images.new_zeros(images.shape[0], 1, *images.shape[-2:])
+        for _ in range(self.eval_draws):  # > 1 only helps the random channel selection (A25)
+            fake = self.generator(low, high)
+            _, feat_fake = self.discriminator(fake)
+            diff = fake - real
+            content = diff.square() if self.score_content == "squared" else diff.abs()
+            lat = (feat_fake - feat_real).square().mean(1)
+            score += self.score_weight * content.mean(dim=(1, 2, 3)) + (1 - self.score_weight) * lat
+            amap += diff.abs().mean(1, keepdim=True)
+        score, amap = score / self.eval_draws, amap / self.eval_draws
+        if self.map_sigma > 0:
+            k = 2 * int(4 * self.map_sigma + 0.5) + 1
+            amap = gaussian_blur2d(amap, (k, k), (self.map_sigma, self.map_sigma),
+                                   border_type="reflect")
+        return {"anomaly_map": amap, "pred_score": score}
