@@ -84,6 +84,8 @@ def paper_blocks(sweep: Sweep, points: list[Point], results: pd.DataFrame,
         for metric in meta.get("metrics", ["image_auroc"]):
             pub = published[(published["source"] == meta["source"])
                             & (published["table"] == meta["table"])
+                            & (published["dataset"] == dataset)
+                            & (published["version"] == meta.get("version", "paper"))
                             & (published["setting"] == meta.get("settings", {}).get(setting,
                                                                                     setting))
                             & (published["metric"] == metric)]
@@ -122,7 +124,7 @@ def _block(sweep: Sweep, setting: str, metric: str, dataset: str, points: list[P
             value = published[m].get(label)
             if value is None and label.startswith("mean"):
                 value = _summary(published[m], label, dataset, categories)
-            cells.append(_fmt(value))
+            cells.append("—" if value is None else _fmt(value))  # the paper printed no value
             numbers.append(value)
         if label.startswith("mean"):
             mean, std = _summary(means, label, dataset, categories), None
