@@ -137,7 +137,17 @@ def test_bad_settings_name_the_key():
         small_model("dataset.image_size=48")
 
 
-def test_cpu_training_run_detects_synthetic_anomalies(tmp_path):
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions gain nothing from intra-op threads, and on a shared 2-core machine
+    OpenMP threads that wait on each other slow the run down many times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cpu_training_run_detects_synthetic_anomalies(tmp_path, one_thread):
     # The ocrgan_fast preset (8-wide networks, 32×32, 40 epochs) on one synthetic category
     # through the real engine.
     cfg = load_config(["method=ocrgan_fast", "dataset.category=weave",
