@@ -6,7 +6,7 @@ linear adaptor. A Gaussian discriminator learns to separate adapted features fro
 N(0, 0.015²) noise; a Perlin discriminator (token MLP + one ViT block) learns to segment
 image-level pseudo-anomalies. At test time the negated logits of each discriminator, upsampled
 and smoothed, are summed over the bands, and the two discriminators' maps are fused.
-See /work/shared/methods/dfd.md for the specification and the choices made (§13).
+See the dfd.md spec for the specification and the choices made (§13).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ grey version, on normal images with synthetic corruptions (Perlin-texture blends
 CutPaste). Anomalies, whose low frequencies were removed, are restored as normal, so the gap
 between the restored and the test image — 1 − MSGMS plus a small CIELAB colour term, smoothed
 by a 21×21 box — is the anomaly map, and its maximum is the image score.
-See /work/shared/methods/fair.md for the specification and ``configs/method/fair.yaml`` for
+See the fair.md spec for the specification and ``configs/method/fair.yaml`` for
 every option.
 """
 

@@ -4,7 +4,7 @@ Each image is split into a low band (one Gaussian-pyramid step) and a high band;
 coupled by channel selection after every encoder level, reconstructs the image as the sum of the
 two branch outputs. A DCGAN discriminator is trained on real images against reconstructions and
 CutPaste + Cutout forgeries. The image score is 0.9 · reconstruction error + 0.1 · distance of
-the discriminator's 100-d features. See /work/shared/methods/ocrgan.md (the spec) and
+the discriminator's 100-d features. See the ocrgan.md spec and
 ``configs/method/ocrgan.yaml`` for every option.
 
 Two modes. Default: the paper's intent, corrected — signed bands that sum back to the image,

@@ -1,5 +1,5 @@
 """OCR-GAN's networks: the two-branch U-Net generator with channel selection, and the
-DCGAN-style discriminator (/work/shared/methods/ocrgan.md §4–§6).
+DCGAN-style discriminator (the ocrgan.md spec §4–§6).
 
 At 256×256 with ngf = ndf = 64 the sizes are those measured on the official definitions:
 generator 108.83 M parameters without channel-selection weights (the official code never
