@@ -52,7 +52,11 @@ def load_checkpoint(path: Path, expected_method: str | None = None) -> tuple[Any
     if expected_method and expected_method != name:
         raise AfreqError(f"checkpoint {path} was trained with method '{name}', "
                          f"not '{expected_method}'")
-    cfg = OmegaConf.create(payload["config"])
+    config = payload["config"]
+    if isinstance(config.get("backbone"), dict):
+        # the state_dict already holds the backbone: building it must not fetch weights again
+        config["backbone"].update(pretrained=False, weights=None)
+    cfg = OmegaConf.create(config)
     method = registry.create_method(name, cfg)
     try:
         method.load_state_dict(payload["state_dict"])

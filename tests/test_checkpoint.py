@@ -58,3 +58,20 @@ def test_cli_predict_writes_scores_and_heatmaps(trained, tmp_path):
     assert sorted(p.name for p in (out / "heatmaps").iterdir()) == ["0.png", "1.png", "2.png"]
     bad = run_cli(["predict", "checkpoint=nope.pt", f"images={images}"], cwd=tmp_path)
     assert bad.returncode == 2 and "nope.pt does not exist" in bad.stderr
+
+
+def test_checkpoint_of_a_pretrained_backbone_reloads_offline(tmp_path):
+    """A checkpoint carries its backbone weights, so reloading never asks timm for them."""
+    cfg = load_config(["method=dfd_fast", "dataset.shots=1", "dataset.shot_copies=2",
+                       "trainer.max_epochs=1", "dataset.category=weave", "dataset.size=64",
+                       "dataset.n_train=4", "dataset.n_test_good=2", "dataset.n_test_per_defect=1",
+                       f"output.root={tmp_path}", "trainer.enable_progress_bar=false"])
+    run_dir = run(cfg)[0].run_dir
+    payload = torch.load(run_dir / "model.pt", weights_only=True)
+    payload["config"]["backbone"].update(pretrained=True, weights="/nonexistent/weights.pth")
+    torch.save(payload, tmp_path / "pretrained.pt")
+    method, rebuilt = load_checkpoint(tmp_path / "pretrained.pt")
+    assert rebuilt.backbone.pretrained is False
+    original = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
+    for key, value in method.state_dict().items():
+        assert torch.equal(value, original[key])

@@ -75,9 +75,9 @@ def test_visa_raw_tree_is_converted_once_and_runs(tmp_path):
     assert len(list((converted / "test" / "bad").iterdir())) == 4
     mask = np.asarray(Image.open(converted / "ground_truth" / "bad" / "000.png"))
     assert set(np.unique(mask)) == {0, 255}
-    stamp = (converted / ".converted").stat().st_mtime_ns
+    stamp = (converted / ".complete").stat().st_mtime_ns
     train, test = source("visa", tmp_path / "visa").samples("candle")
-    assert (converted / ".converted").stat().st_mtime_ns == stamp  # not converted again
+    assert (converted / ".complete").stat().st_mtime_ns == stamp  # not converted again
     assert len(train) == 8 and sum(s.label for s in test) == 4
     assert source("visa", tmp_path / "visa").group("pcb1") == "complex_structure"
 

@@ -137,7 +137,7 @@ def test_cli_download_runs_the_visa_conversion(server, tmp_path, monkeypatch):
     info = server.info("VisA.tar")
     monkeypatch.setitem(download.DOWNLOADS, "visa", info)
     download.download_dataset("visa", tmp_path / "visa", show_progress=False)
-    assert (tmp_path / "visa" / "visa_pytorch" / "candle" / ".converted").exists()
+    assert (tmp_path / "visa" / "visa_pytorch" / "candle" / ".complete").exists()
 
 
 def test_cli_download_of_unknown_dataset_fails_cleanly(tmp_path):

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from PIL import Image
 
 from anomaly_freq.data.mvtec_layout import Sample
 from anomaly_freq.data.sources import DatasetSource, cache_dir, missing_root
+from anomaly_freq.data.staging import build_once
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.registry import register_dataset
 
@@ -62,11 +61,8 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def export_pngs(batches: Path, out: Path) -> Path:
     """Write every image once to ``out/<split>/<class>/<index>.png`` (atomic as a whole)."""
-    if (out / ".complete").exists():
-        return out
-    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+
+    def build(staging: Path) -> None:
         for split, names in BATCHES.items():
             index = 0
             for name in names:
@@ -76,13 +72,8 @@ def export_pngs(batches: Path, out: Path) -> Path:
                     folder.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(image).save(folder / f"{index:05d}.png")
                     index += 1
-        (staging / ".complete").write_text("ok\n")
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+
+    return build_once(out, build)
 
 
 def _files(root: Path, split: str, cls: str) -> list[Path]:

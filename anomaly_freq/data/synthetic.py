@@ -8,14 +8,14 @@ so a method cannot score well merely by recognising its own augmentation.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from anomaly_freq.data.staging import build_once
 
 GENERATOR_VERSION = 1
 
@@ -285,30 +285,10 @@ def write_category(root: Path, category: str, spec: SyntheticSpec) -> None:
 
 
 def ensure_generated(root: Path, spec: SyntheticSpec) -> Path:
-    """Generate the set under ``root/<spec folder>`` once; return that folder.
+    """Generate the set under ``root/<spec folder>`` once; return that folder."""
 
-    Generation happens in a temporary sibling folder that is renamed into place when complete,
-    so an interrupted generation never leaves a tree that looks finished.
-    """
-    target = root / spec.folder_name()
-    if (target / ".complete").exists():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".{spec.folder_name()}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    def build(staging: Path) -> None:
         for category in CATEGORIES:
             write_category(staging, category, spec)
-        (staging / ".complete").write_text(f"generator v{GENERATOR_VERSION}\n")
-        if target.exists():  # an incomplete leftover from an older interrupted attempt
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (target / ".complete").exists():
-            raise
-        # another process finished the same folder first; use theirs
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+
+    return build_once(root / spec.folder_name(), build, f"generator v{GENERATOR_VERSION}")

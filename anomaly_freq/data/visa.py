@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from anomaly_freq.data.images import _open
+from anomaly_freq.data.staging import MARKER, build_once
 from anomaly_freq.errors import AfreqError
 
 OBJECTS = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
@@ -28,14 +29,13 @@ GROUPS = {
     **dict.fromkeys(("cashew", "chewinggum", "fryum", "pipe_fryum"), "single_instance"),
 }
 SPLIT_CSV = Path("split_csv") / "1cls.csv"
-DONE = ".converted"
 
 
 def category_dir(root: Path, obj: str) -> Path | None:
     """The MVTec-layout folder of ``obj``, converting the raw layout first if needed."""
     for candidate in (root / "visa_pytorch" / obj, root / "1cls" / obj, root / obj):
         if (candidate / "train" / "good").is_dir() and (
-            candidate.parent.name != "visa_pytorch" or (candidate / DONE).exists()
+            candidate.parent.name != "visa_pytorch" or (candidate / MARKER).exists()
         ):
             return candidate
     if (root / obj / "Data").is_dir():
@@ -59,23 +59,17 @@ def read_split(root: Path) -> list[dict[str, str]]:
 def convert_object(root: Path, obj: str) -> Path:
     """Convert one object of the raw tree; idempotent (skips a finished conversion)."""
     target = root / "visa_pytorch" / obj
-    if (target / DONE).exists():
+    if (target / MARKER).exists():
         return target
     rows = [r for r in read_split(root) if r["object"] == obj]
     if not rows:
         raise AfreqError(f"{root / SPLIT_CSV} lists no images of '{obj}'")
-    staging = target.with_name(f".{obj}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+
+    def build(staging: Path) -> None:
         for row in rows:
             _convert_row(root, staging, row)
-        (staging / DONE).write_text("converted from split_csv/1cls.csv\n")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+
+    return build_once(target, build, "converted from split_csv/1cls.csv")
 
 
 def _convert_row(root: Path, out: Path, row: dict[str, str]) -> None:

@@ -5,8 +5,6 @@ Figures use matplotlib's object API, whose Agg canvas needs no display and no py
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,17 +16,7 @@ from omegaconf import DictConfig
 from anomaly_freq import registry
 from anomaly_freq.data.images import decode_image
 from anomaly_freq.freq import radial_energy_spectrum
-
-
-def _save_png(fig: Figure, path: Path) -> None:
-    """Write ``fig`` to ``path`` atomically: a temporary file in the same folder, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+from anomaly_freq.viz.report import save_figure
 
 
 def plot_spectra(curves: dict[str, torch.Tensor], path: str | Path, title: str = "") -> None:
@@ -47,7 +35,7 @@ def plot_spectra(curves: dict[str, torch.Tensor], path: str | Path, title: str =
     ax.set(yscale="log", xlabel="distance from the spectrum centre (DFT bins)",
            ylabel="mean energy |F|²", title=title)
     ax.legend()
-    _save_png(fig, Path(path))
+    save_figure(fig, Path(path))
 
 
 def spectrum_command(cfg: DictConfig) -> Path:
