@@ -167,3 +167,24 @@ def test_cifar_refuses_pickled_code(tmp_path):
 def test_dagm_download_explains_the_manual_step(tmp_path):
     result = run_cli(["data", "download", "dagm", "--root", "d"], cwd=tmp_path)
     assert result.returncode == 2 and "Class1 … Class10" in result.stderr
+
+
+OCRGAN_TINY = ["method=ocrgan", "model.ngf=4", "model.ndf=4", "dataset.batch_size=4",
+               "trainer.max_epochs=1", *FAST]
+
+
+@pytest.mark.parametrize("name,write,category", [
+    ("dagm", write_dagm, "class1"), ("kolektorsdd", write_kolektor, "kolektorsdd"),
+    ("cifar10", write_cifar, "airplane")])
+def test_ocrgan_runs_on_each_dataset(tmp_path, name, write, category):
+    write(tmp_path / name)
+    result = run_cli(["run", f"dataset={name}", f"dataset.root={name}",
+                      f"dataset.category={category}", *OCRGAN_TINY],
+                     cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    (run,) = (tmp_path / "runs" / "ocrgan" / name / category).glob("*/metrics.json")
+    values = json.loads(run.read_text())
+    assert 0 <= values["image_auroc"] <= 1
+    assert ("pixel_auroc" in values) == (name != "cifar10")  # CIFAR-10 has no masks
+    protocol = json.loads((run.parent / "protocol.json").read_text())
+    assert protocol["dataset"] == name
