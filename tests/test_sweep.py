@@ -154,3 +154,41 @@ deviations: [an example deviation]
     assert "| washer |" in synthetic and "freqstat" in synthetic
     assert (tmp_path / "tables" / "fair__table1.tex").read_text().count(r"\textbf") >= 15
     assert len(written) == 2
+
+
+def test_summary_table_averages_over_datasets(tmp_path):
+    # FAIR Table 5's layout: one row per published method/setting, a column per metric, our
+    # value the mean over datasets of the per-dataset category means, shown once all ran.
+    runs = tmp_path / "runs"
+    path = write_sweep(tmp_path, f"""
+name: fair/table5
+overrides:
+{TINY}
+  - output.root={runs}
+grid: {{dataset: [synthetic], dataset.category: [washer, chip], seed: [0]}}
+settings: {{full: [], c64: [+method.unused=1]}}
+published: {{source: fair, table: "Table 5: mean over MVTec AD and VisA plus efficiency",
+             method: FAIR, layout: summary, metrics: [image_auroc, fps, params_mb]}}
+""")
+
+    def table():
+        write_tables([path], load_results(runs), tmp_path / "tables")
+        return (tmp_path / "tables" / "fair__table5.md").read_text()
+
+    for category in ("washer", "chip"):
+        if category == "chip":
+            assert "| reproduced full | 1/2 runs | not measured |" in table()
+        result = run_cli(["run", f"dataset.category={category}", f"output.root={runs}",
+                          *TINY_SYNTHETIC], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    frame = load_results(runs)
+    auroc = 100 * frame[frame["metric"] == "image_auroc"]["value"].mean()
+    text = table()
+    plain = text.replace("**", "")
+    assert f"| reproduced full | {auroc:.1f} ({auroc - 97.7:+.1f}) | not measured | 0.0 (-65.8) |" \
+        in plain
+    assert "| reproduced c64 | not run | not measured |" in plain
+    assert "| FAIR (c32) | 96.4 | 132.0 | 4.1 |" in plain
+    # the best per column is bold, for the accuracy metrics only
+    best = f"**{auroc:.1f} (" if auroc > 97.7 else "| **97.7** |"
+    assert best in text and text.count("**") == 2

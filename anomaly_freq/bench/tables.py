@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from anomaly_freq import registry
 from anomaly_freq.bench.published import load_published
 from anomaly_freq.bench.rundir import write_atomic
 from anomaly_freq.bench.sweep import Point, Sweep, expand, load_sweep
+from anomaly_freq.config import load_config
 from anomaly_freq.data import synthetic, visa
 from anomaly_freq.data.sources import MVTEC_OBJECTS, MVTEC_TEXTURES
 from anomaly_freq.errors import AfreqError
@@ -41,6 +43,7 @@ class Block:
     columns: list[str]
     rows: list[tuple[str, list[str], list[float | None]]] = field(default_factory=list)
     footer: list[str] = field(default_factory=list)
+    best_by: str = "row"  # or "column": where the bold maximum is taken
 
 
 def category_order(dataset: str, present: set[str]) -> list[str]:
@@ -62,6 +65,10 @@ def _fmt(mean: float | None, std: float | None = None) -> str:
     return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
 
 
+def _delta(value: float, reference: float) -> str:
+    return f"{round(value - reference, 1) + 0.0:+.1f}"  # + 0.0 turns -0.0 into 0.0
+
+
 def _summary(values: dict[str, float], label: str, dataset: str,
              categories: list[str] | None = None) -> float | None:
     """A group mean or the mean; None unless every member category has a value."""
@@ -77,6 +84,8 @@ def _summary(values: dict[str, float], label: str, dataset: str,
 def paper_blocks(sweep: Sweep, points: list[Point], results: pd.DataFrame,
                  published: pd.DataFrame) -> list[Block]:
     meta = sweep.published
+    if meta.get("layout") == "summary":
+        return [summary_block(sweep, points, results, published)]
     blocks = []
     for setting in sweep.settings:
         setting_points = [p for p in points if p.setting == setting]
@@ -133,7 +142,7 @@ def _block(sweep: Sweep, setting: str, metric: str, dataset: str, points: list[P
         cells.append(_fmt(mean, std))
         numbers.append(mean)
         reference = published.get(ours, {}).get(label)
-        cells.append(f"{mean - reference:+.1f}" if mean is not None and reference is not None
+        cells.append(_delta(mean, reference) if mean is not None and reference is not None
                      else "")
         numbers.append(None)
         block.rows.append((label.replace("_", " "), cells, numbers))
@@ -158,6 +167,66 @@ def _protocol_footer(sweep: Sweep, used: pd.DataFrame) -> list[str]:
     lines.append("Published group means that the paper did not print are computed from its "
                  "per-category values. Reproduced cells are mean ± std over seeds.")
     return lines
+
+
+def summary_block(sweep: Sweep, points: list[Point], results: pd.DataFrame,
+                  published: pd.DataFrame) -> Block:
+    """A table printed as one row per method and setting and one column per metric, each
+    averaged over datasets (FAIR Table 5: detection and localisation as the mean of the MVTec AD
+    and VisA means, FPS and parameters). A reproduced dataset mean needs every category run."""
+    meta = sweep.published
+    metrics = meta.get("metrics", ["image_auroc"])
+    pub = published[(published["source"] == meta["source"]) & (published["table"] == meta["table"])]
+    block = Block(sweep.title or sweep.name, ["row", *metrics], best_by="column")
+    for (paper, setting), group in pub.groupby(["paper", "setting"], sort=False):
+        values = dict(zip(group["metric"], group["value"], strict=True))
+        numbers = [values.get(m) for m in metrics]
+        block.rows.append((paper if setting == "full" else f"{paper} ({setting})",
+                           ["—" if v is None else _fmt(v) for v in numbers],
+                           [v if m in OUR_METRIC else None for m, v in zip(metrics, numbers,
+                                                                           strict=True)]))
+    ours = pub[pub["paper"] == meta.get("method", "")]
+    for setting in sweep.settings:
+        setting_points = [p for p in points if p.setting == setting]
+        row = ours[ours["setting"] == meta.get("settings", {}).get(setting, setting)]
+        reference = dict(zip(row["metric"], row["value"], strict=True))
+        cells, numbers = [], []
+        for metric in metrics:
+            value, cell = _reproduced_summary(metric, setting_points, results)
+            if value is not None and metric in reference:
+                cell += f" ({_delta(value, reference[metric])})"
+            cells.append(cell)
+            numbers.append(value if metric in OUR_METRIC else None)
+        block.rows.append((f"reproduced {setting}", cells, numbers))
+    used = results[results["config_hash"].isin({p.hash for p in points})]
+    block.footer = [*_protocol_footer(sweep, used),
+                    "Reproduced rows: Δ against the published row of the same setting in "
+                    "brackets; params_mb counts the built model's parameters / 2^20 (the unit "
+                    "the paper's errata gives), no run needed; fps is a GPU timing that "
+                    "`make bench` measures on the machine it runs on (docs/benchmarks.md)."]
+    return block
+
+
+def _reproduced_summary(metric: str, points: list[Point],
+                        results: pd.DataFrame) -> tuple[float | None, str]:
+    """The mean over datasets of each dataset's mean over categories (of the seed means)."""
+    if not points:
+        return None, NOT_RUN
+    if metric == "params_mb":
+        cfg = load_config(list(points[0].overrides))
+        model = registry.create_method(cfg.method.name, cfg)
+        value = sum(p.numel() for p in model.parameters()) / 2**20
+        return value, _fmt(value)
+    if metric not in OUR_METRIC:
+        return None, "not measured"
+    runs = results[(results["metric"] == OUR_METRIC[metric])
+                   & results["config_hash"].isin({p.hash for p in points})]
+    finished = runs.groupby("config_hash")["value"].first()
+    if len(finished) < len({p.hash for p in points}):
+        return None, NOT_RUN if finished.empty else f"{len(finished)}/{len(points)} runs"
+    by_category = runs.groupby(["dataset", "category"])["value"].mean()
+    value = 100 * by_category.groupby(level="dataset").mean().mean()
+    return value, _fmt(value)
 
 
 def cross_method_blocks(results: pd.DataFrame) -> list[Block]:
@@ -195,9 +264,13 @@ def cross_method_blocks(results: pd.DataFrame) -> list[Block]:
     return blocks
 
 
-def _best(numbers: list[float | None]) -> float | None:
-    present = [n for n in numbers if n is not None]
-    return max(present) if present else None
+def _bold(block: Block) -> list[list[bool]]:
+    """Which cells hold their row's (or column's) maximum."""
+    grid = [numbers for _, _, numbers in block.rows]
+    lines = grid if block.best_by == "row" else [list(col) for col in zip(*grid, strict=True)]
+    marks = [[n is not None and n == max((x for x in line if x is not None), default=None)
+              for n in line] for line in lines]
+    return marks if block.best_by == "row" else [list(row) for row in zip(*marks, strict=True)]
 
 
 def to_markdown(blocks: list[Block]) -> str:
@@ -205,10 +278,8 @@ def to_markdown(blocks: list[Block]) -> str:
     for block in blocks:
         out.write(f"### {block.title}\n\n| " + " | ".join(block.columns) + " |\n|")
         out.write("---|" * len(block.columns) + "\n")
-        for label, cells, numbers in block.rows:
-            best = _best(numbers)
-            shown = [f"**{c}**" if n is not None and n == best else c
-                     for c, n in zip(cells, numbers, strict=True)]
+        for (label, cells, _), bold in zip(block.rows, _bold(block), strict=True):
+            shown = [f"**{c}**" if b else c for c, b in zip(cells, bold, strict=True)]
             out.write(f"| {label} | " + " | ".join(shown) + " |\n")
         out.write("\n" + "\n".join(f"{line}  " for line in block.footer) + "\n\n")
     return out.getvalue()
@@ -224,10 +295,9 @@ def to_latex(blocks: list[Block]) -> str:
     for block in blocks:
         out.write(f"% {_tex(block.title)}\n\\begin{{tabular}}{{l{'r' * (len(block.columns) - 1)}}}"
                   "\n\\toprule\n" + " & ".join(map(_tex, block.columns)) + r" \\" + "\n\\midrule\n")
-        for label, cells, numbers in block.rows:
-            best = _best(numbers)
-            shown = [rf"\textbf{{{_tex(c)}}}" if n is not None and n == best else _tex(c)
-                     for c, n in zip(cells, numbers, strict=True)]
+        for (label, cells, _), bold in zip(block.rows, _bold(block), strict=True):
+            shown = [rf"\textbf{{{_tex(c)}}}" if b else _tex(c)
+                     for c, b in zip(cells, bold, strict=True)]
             out.write(" & ".join([_tex(label), *shown]) + r" \\" + "\n")
         out.write("\\bottomrule\n\\end{tabular}\n\n")
     return out.getvalue()
