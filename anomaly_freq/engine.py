@@ -34,6 +34,7 @@ from anomaly_freq.data import AnomalyDataModule, DatasetSource, Sample, cache_di
 from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.data.fewshot import draw_shots
 from anomaly_freq.metrics import Evaluator, EvaluatorCallback
+from anomaly_freq.metrics.monitor import BestOnTestMonitor
 from anomaly_freq.viz import write_report
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,23 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
         method = registry.create_method(cfg.method.name, cfg)
         cache = DecodeCache(cfg.dataset.cache, cache_dir() / "decoded")
         datamodule = AnomalyDataModule.from_config(cfg, train, test, category, cache)
-        evaluator = Evaluator(cfg.eval.resolution, cfg.metrics.pro_variant, cfg.eval.normalisation)
-        callbacks = [EvaluatorCallback(evaluator)]
+        def make_evaluator() -> Evaluator:
+            return Evaluator(cfg.eval.resolution, cfg.metrics.pro_variant, cfg.eval.normalisation)
+
+        evaluator = make_evaluator()
+        callbacks: list[pl.Callback] = [EvaluatorCallback(evaluator)]
+        monitor = None
+        if cfg.eval.test_every_n_epochs:
+            monitor = BestOnTestMonitor(make_evaluator, datamodule.predict_dataloader,
+                                     cfg.eval.test_every_n_epochs, list(cfg.eval.best_on_test_by),
+                                     run_dir / "test_curve.csv")
+            callbacks.append(monitor)
         trainer = pl.Trainer(**trainer_kwargs(cfg, method, run_dir, callbacks))
         _guard_interrupt(trainer.fit, method, datamodule=datamodule)
         _guard_interrupt(trainer.predict, method, datamodule=datamodule, return_predictions=False)
         metrics = evaluator.compute()
+        if monitor is not None:
+            metrics.update(monitor.best())
         if cfg.output.report_images:
             write_report(run_dir, evaluator, metrics, cfg.output.report_images)
         if cfg.output.save_checkpoint:
@@ -132,6 +144,9 @@ def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int) -> dict[st
         "image_size": cfg.dataset.image_size,
         "epochs": method.trainer_arguments.get("max_epochs", cfg.trainer.max_epochs),
         "model_selection": "last_epoch",
+        "best_on_test": (f"every {cfg.eval.test_every_n_epochs} epochs, the largest "
+                         f"{' + '.join(cfg.eval.best_on_test_by)}, recorded as best_on_test_*"
+                         if cfg.eval.test_every_n_epochs else "not evaluated"),
         "seed": cfg.seed,
         "shots": cfg.dataset.shots,
         "shot_seed": cfg.dataset.shot_seed if cfg.dataset.shots else None,

@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from anomaly_freq.bench.store import finished_runs, load_results
+from anomaly_freq.bench.store import COLUMNS, finished_runs, load_results
 from anomaly_freq.bench.sweep import expand, load_sweep, run_sweep
 from anomaly_freq.bench.tables import write_tables
 from anomaly_freq.errors import AfreqError
@@ -192,3 +192,28 @@ published: {{source: fair, table: "Table 5: mean over MVTec AD and VisA plus eff
     # the best per column is bold, for the accuracy metrics only
     best = f"**{auroc:.1f} (" if auroc > 97.7 else "| **97.7** |"
     assert best in text and text.count("**") == 2
+
+
+def test_best_on_test_gets_its_own_column(tmp_path):
+    path = write_sweep(tmp_path, """
+name: ocrgan/oracle
+overrides: [dataset=synthetic]
+grid: {dataset.category: [weave, chip], seed: [0, 1]}
+published: {source: ocrgan, table: "Table I: MVTec AD image AUROC vs SOTA", method: OCR-GAN,
+            metrics: [image_auroc]}
+""")
+    points = expand(load_sweep(path))
+    rows = []
+    for i, p in enumerate(points):
+        for metric, value in (("image_auroc", 0.60 + 0.1 * i), ("best_on_test_image_auroc", 0.95)):
+            rows.append({"method": "freqstat", "dataset": "synthetic", "category": p.category,
+                         "seed": i % 2, "metric": metric, "value": value,
+                         "config_hash": p.hash, "model_selection": "last_epoch"})
+    write_tables([path], pd.DataFrame(rows, columns=COLUMNS), tmp_path / "tables")
+    text = (tmp_path / "tables" / "ocrgan__oracle.md").read_text()
+    assert "| category | reproduced | Δ vs OCR-GAN | best epoch on test |" in text
+    weave = [p for p in points if p.category == "weave"]
+    assert len(weave) == 2
+    # weave holds the first two points: 60 % and 70 %, best-on-test 95 % each; never bold
+    assert "| weave | **65.0 ± 7.1** |  | 95.0 ± 0.0 |" in text
+    assert "as the paper's code chose its model" in text

@@ -13,6 +13,7 @@ import fcntl
 import itertools
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
 from anomaly_freq import registry
@@ -132,7 +134,9 @@ def run_sweep(path: Path, executor: str = "local", jobs: int = 1, dry_run: bool 
                   f"{len(todo)} to run")
     if dry_run:
         for p in todo:
-            console.print("  afreq run " + " ".join(p.overrides), highlight=False)
+            # shell-quoted and printed verbatim: overrides such as key=[a,b] are not markup
+            console.print("  afreq run " + shlex.join(p.overrides), highlight=False,
+                          markup=False)
         return {"total": len(points), "finished_before": len(done), "to_run": len(todo)}
     log_dir = (points[0].output_root if points else Path("runs")) / "sweeps" / _slug(sweep.name)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +211,7 @@ def _run_local(todo: list[Point], jobs: int, log_dir: Path, console: Console) ->
                     tail = (log_dir / f"{point.hash}.log").read_text()[-2000:]
                     _record(log_dir, point, "failed", tail)
                     console.print(f"[red]failed[/] ({proc.returncode}): "
-                                  f"{' '.join(point.overrides)}", highlight=False)
+                                  f"{escape(shlex.join(point.overrides))}", highlight=False)
                 progress.advance(task)
             progress.update(task, description=_describe(finished, len(running), failed,
                                                         len(queue)))

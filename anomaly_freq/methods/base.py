@@ -39,6 +39,13 @@ class AnomalyModule(pl.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, torch.Tensor]:
         return self.predict_step(batch, batch_idx)
 
+    def prepare_for_inference(self) -> None:
+        """Derive what scoring needs from training data (statistics, say). Called after
+        training and, when the test-set monitor is on, before each of its evaluations."""
+
+    def on_train_end(self) -> None:
+        self.prepare_for_inference()
+
 
 def check_outputs(outputs: Any, batch: dict[str, Any], method: str) -> None:
     """Raise a plain error when a method breaks the output contract (a plugin author's bug)."""

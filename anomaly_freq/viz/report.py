@@ -8,6 +8,7 @@ Figures use matplotlib's object API with the Agg canvas (no pyplot state, no dis
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 from pathlib import Path
@@ -73,6 +74,21 @@ def _curves(series: dict[str, tuple[np.ndarray, np.ndarray]], ylabel: str, title
     save_figure(fig, path)
 
 
+def _test_curve(table: Path, path: Path) -> None:
+    """The test-set monitor's metrics against the epoch (the papers' model-selection curve)."""
+    with table.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
+    epochs = [int(r["epoch"]) for r in rows]
+    for metric in ("image_auroc", "pixel_auroc", "pixel_aupro"):
+        if metric in rows[0]:
+            ax.plot(epochs, [float(r[metric]) for r in rows], marker="o", label=metric)
+    ax.set(xlabel="epoch", ylabel="test metric", title="Test set during training")
+    ax.legend(loc="lower right")
+    save_figure(fig, path)
+
+
 def category_scale(maps: list[np.ndarray], samples: int = 2_000_000) -> tuple[float, float]:
     """1st and 99th percentile of all map values (an even subsample of at most ~``samples``)."""
     step = max(1, sum(m.size for m in maps) // samples)
@@ -106,6 +122,11 @@ def write_report(run_dir: Path, evaluator: Evaluator, metrics: dict[str, float],
         _curves({"exact PRO": pro_curve(maps, evaluator.masks)}, "per-region overlap",
                 "PRO curve", figures / "pro.png", limit=evaluator.pro_limit)
         lines.append("![PRO curve](figures/pro.png)")
+    if (run_dir / "test_curve.csv").exists():
+        _test_curve(run_dir / "test_curve.csv", figures / "test_curve.png")
+        lines += ["", "Scored on the test set during training (`eval.test_every_n_epochs`); the "
+                  "metrics above are the last epoch's, `best_on_test_*` the papers' choice.", "",
+                  "![test metrics by epoch](figures/test_curve.png)"]
     order = np.argsort(-scores, kind="stable")
     scale = category_scale(maps)
     for title, picks in (("Most anomalous", order[:n]), ("Least anomalous", order[::-1][:n])):

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.freq import gaussian_pyramid_split
@@ -149,12 +150,16 @@ class DFD(AnomalyModule):
                       batch_size=b)
         return loss
 
-    def on_train_end(self) -> None:
+    def prepare_for_inference(self) -> None:
         """Fusion statistics from clean training images (never from the test set)."""
-        loader = self.trainer.train_dataloader
+        source = self.trainer.train_dataloader
         limit = int(self.cfg.method.stats_batches)
-        if loader is None or limit <= 0:
+        if source is None or limit <= 0:
             return
+        # a loader of its own, so that training's shuffle order is left untouched and every
+        # call sees the same images
+        loader = DataLoader(source.dataset, batch_size=source.batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(int(self.cfg.seed)))
         was_training = self.training
         self.eval()
         perlin_maps, gauss_maps = [], []

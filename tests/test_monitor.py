@@ -1,0 +1,57 @@
+"""The test-set monitor: the papers' best-epoch numbers recorded beside the last epoch's."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from anomaly_freq.config import load_config
+from anomaly_freq.engine import run
+from anomaly_freq.errors import AfreqError
+from anomaly_freq.metrics.monitor import BestOnTestMonitor
+
+# DFD (its scoring needs statistics of the training images) at toy scale: three epochs.
+TINY_DFD = ["method=dfd_fast", "dataset.shots=1", "dataset.shot_copies=8",
+            "dataset.category=washer", "dataset.size=96", "dataset.n_test_good=6",
+            "dataset.n_test_per_defect=2", "dataset.num_workers=0", "trainer.max_epochs=3",
+            "output.save_checkpoint=false", "trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_monitor_records_the_curve_without_changing_training(tmp_path, one_thread):
+    (plain,) = run(load_config([*TINY_DFD, f"output.root={tmp_path / 'a'}"]))
+    (watched,) = run(load_config([
+        *TINY_DFD, f"output.root={tmp_path / 'b'}", "eval.test_every_n_epochs=2",
+        "eval.best_on_test_by=[image_auroc,pixel_auroc,pixel_aupro]"]))
+    best = {k: v for k, v in watched.metrics.items() if k.startswith("best_on_test_")}
+    last = {k: v for k, v in watched.metrics.items() if k not in best and k != "category"}
+    assert last == {k: v for k, v in plain.metrics.items() if k != "category"}
+
+    with (watched.run_dir / "test_curve.csv").open() as handle:
+        curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    assert [row["epoch"] for row in curve] == [2, 3]  # every 2 epochs, and after the last
+    assert curve[-1]["image_auroc"] == pytest.approx(last["image_auroc"], abs=1e-6)
+    chosen = max(curve, key=lambda r: r["image_auroc"] + r["pixel_auroc"] + r["pixel_aupro"])
+    assert best["best_on_test_epoch"] == chosen["epoch"]
+    assert best["best_on_test_pixel_aupro"] == chosen["pixel_aupro"]
+    assert json.loads((watched.run_dir / "metrics.json").read_text())["best_on_test_epoch"] > 0
+    protocol = json.loads((watched.run_dir / "protocol.json").read_text())
+    assert protocol["model_selection"] == "last_epoch"
+    assert protocol["best_on_test"].startswith("every 2 epochs")
+    assert (watched.run_dir / "figures" / "test_curve.png").stat().st_size > 0
+    assert "test_curve.png" in (watched.run_dir / "report.md").read_text()
+
+
+def test_monitor_rejects_bad_settings(tmp_path):
+    with pytest.raises(AfreqError, match="image_aucroc"):
+        BestOnTestMonitor(lambda: None, list, 1, ["image_aucroc"], tmp_path / "c.csv")
+    with pytest.raises(AfreqError, match="test_every_n_epochs=-1"):
+        BestOnTestMonitor(lambda: None, list, -1, ["image_auroc"], tmp_path / "c.csv")
