@@ -8,6 +8,7 @@ downloaded on every machine, so without ``synth.dtd_root`` textures are generate
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -43,7 +44,9 @@ def procedural_texture(size: int, generator: Seed) -> torch.Tensor:
     return (texture / texture.amax(dim=(1, 2), keepdim=True).clamp_min(1e-6)).clamp(0, 1)
 
 
-_AUGMENTERS = (
+Augmenter = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+DRAEM_AUGMENTERS: tuple[Augmenter, ...] = (
     lambda t, g: TF.adjust_gamma(t, uniform(g, 0.5, 2.0)),
     lambda t, g: (t * uniform(g, 0.8, 1.2) + uniform(g, -30, 30) / 255).clamp(0, 1),
     lambda t, g: TF.adjust_sharpness(t, uniform(g, 0.0, 2.0)),
@@ -58,16 +61,18 @@ _AUGMENTERS = (
 )
 
 
-def augment_texture(texture: torch.Tensor, generator: Seed, count: int = 3) -> torch.Tensor:
-    """Three distinct augmenters in random order, as DRAEM's list (gamma, brightness, sharpness,
-    hue, solarize, posterize, invert, autocontrast, equalize, rotate) — torchvision versions.
+def augment_texture(texture: torch.Tensor, generator: Seed, count: int = 3,
+                    augmenters: Sequence[Augmenter] = DRAEM_AUGMENTERS) -> torch.Tensor:
+    """``count`` distinct augmenters in random order, by default from DRAEM's list (gamma,
+    brightness, sharpness, hue, solarize, posterize, invert, autocontrast, equalize, rotate) in
+    their torchvision versions.
 
     >>> augment_texture(torch.rand(3, 16, 16), 0).shape
     torch.Size([3, 16, 16])
     """
     generator = as_generator(generator)
-    for index in torch.randperm(len(_AUGMENTERS), generator=generator)[:count].tolist():
-        texture = _AUGMENTERS[index](texture, generator)
+    for index in torch.randperm(len(augmenters), generator=generator)[:count].tolist():
+        texture = augmenters[index](texture, generator)
     return texture.clamp(0, 1)
 
 

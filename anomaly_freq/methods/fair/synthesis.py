@@ -17,7 +17,7 @@ from anomaly_freq.synth import (
     large_cutpaste,
     perlin_texture_anomaly,
 )
-from anomaly_freq.synth.textures import _AUGMENTERS
+from anomaly_freq.synth.textures import DRAEM_AUGMENTERS
 
 CUTPASTE_MODES = ("official", "described")
 TEXTURE_SOURCES = ("dtd", "training")
@@ -40,15 +40,13 @@ def _channel_dropout(t: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return t * keep.view(-1, 1, 1).to(t)
 
 
-_NODTD_AUGMENTERS = (*_AUGMENTERS, _hue_shift, _channel_dropout)
+NODTD_AUGMENTERS = (*DRAEM_AUGMENTERS, _hue_shift, _channel_dropout)
 
 
 def augment_training_texture(texture: torch.Tensor, g: torch.Generator,
                              count: int = 3) -> torch.Tensor:
     """FAIR_noDTD: 3 distinct augmenters from DRAEM's 10 plus hue shift and channel dropout."""
-    for index in torch.randperm(len(_NODTD_AUGMENTERS), generator=g)[:count].tolist():
-        texture = _NODTD_AUGMENTERS[index](texture, g)
-    return texture.clamp(0, 1)
+    return augment_texture(texture, g, count, NODTD_AUGMENTERS)
 
 
 class Corruptions:
