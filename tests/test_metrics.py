@@ -356,3 +356,23 @@ def test_evaluator_callback_checks_the_contract(tmp_path):
     with pytest.raises(TypeError, match="anomaly_map must be B×1×H×W"):
         bad = {**outputs, "anomaly_map": outputs["anomaly_map"][:, 0]}
         callback.on_predict_batch_end(None, torch.nn.Module(), bad, batch, 0)
+
+
+def test_evaluator_dfd_code_normalisation_is_the_codes_broadcasting(tmp_path):
+    from anomaly_freq.methods.dfd.fusion import naive_code_normalise
+
+    batch, outputs = make_batch(tmp_path)
+    size = outputs["anomaly_map"].shape[-1]
+    second = torch.rand(outputs["anomaly_map"].shape, generator=torch.Generator().manual_seed(1))
+    parts = torch.cat([outputs["anomaly_map"], 3 * second + 1], 1)
+    evaluator = Evaluator(resolution=size, normalisation="dfd_code")
+    evaluator.update(batch, {**outputs, "map_parts": parts,
+                             "score_parts": parts.flatten(2).amax(2)})
+    # the code's broadcasting, transcribed, over the test set's maps of each discriminator
+    expected = (naive_code_normalise(parts[:, 0].double())
+                + naive_code_normalise(parts[:, 1].double())) / 2
+    assert np.allclose(np.stack(evaluator.final_maps()), expected.numpy(), atol=1e-5)
+    minmax = Evaluator(resolution=size, normalisation="minmax")
+    minmax.update(batch, {**outputs, "map_parts": parts, "score_parts": parts.flatten(2).amax(2)})
+    assert np.array_equal(evaluator.scores(), minmax.scores())  # image scores as the code's
+    assert "slip" in evaluator.protocol()["score_normalisation_scope"]

@@ -24,7 +24,9 @@ from anomaly_freq.methods.base import check_outputs
 from anomaly_freq.metrics import functional as fn
 from anomaly_freq.metrics.pro import DEFAULT_STEPS, aupro, check_variant
 
-NORMALISATIONS = ("none", "minmax")
+# minmax: per part over the test set, then summed (the papers' intent); dfd_code: image scores as
+# minmax, pixel maps as DFD's code computes them, broadcasting slip included (dfd.md §10)
+NORMALISATIONS = ("none", "minmax", "dfd_code")
 
 
 class Evaluator:
@@ -85,15 +87,17 @@ class Evaluator:
 
     def scores(self) -> np.ndarray:
         """Image scores as scored: raw, or min-max scaled over the test set (per part, summed)."""
-        if self.normalisation == "minmax" and self.score_parts:
+        if self.normalisation != "none" and self.score_parts:
             return _minmax(np.stack(self.score_parts)).sum(1)
         values = np.array([r["pred_score"] for r in self.rows])
-        return _minmax(values) if self.normalisation == "minmax" else values
+        return values if self.normalisation == "none" else _minmax(values)
 
     def final_maps(self) -> list[np.ndarray]:
         """Maps as scored: raw, or min-max scaled over all test maps (per part, summed)."""
-        if self.normalisation != "minmax":
+        if self.normalisation == "none":
             return self.maps
+        if self.normalisation == "dfd_code":
+            return _slip_normalise(self.parts or [m[None] for m in self.maps])
         if self.parts:
             k = self.parts[0].shape[0]
             low = [min(p[j].min() for p in self.parts) for j in range(k)]
@@ -129,8 +133,13 @@ class Evaluator:
             "pro_thresholds": DEFAULT_STEPS.get(self.pro_variant, "all distinct scores"),
             "pro_integration_limit": self.pro_limit,
             "score_normalisation": self.normalisation,
-            "score_normalisation_scope": "raw scores and maps" if self.normalisation == "none"
-            else "over the test set, image scores and maps (per part, then summed, when given)",
+            "score_normalisation_scope": {
+                "none": "raw scores and maps",
+                "minmax": "over the test set, image scores and maps (per part, then summed, "
+                          "when given)",
+                "dfd_code": "over the test set: image scores min-max per part, summed; maps "
+                            "a_j·P − c_j per part j, averaged (DFD code's slip, dfd.md §10)",
+            }[self.normalisation],
             "pixel_metrics": "pooled over all test pixels of the category" if self.has_masks
             else "none (no masks)",
         }
@@ -143,6 +152,21 @@ def _resize(amap: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
         amap = F.interpolate(amap[None], size=shape, mode="bilinear", align_corners=False)[0]
     out = amap.numpy()
     return out[0] if out.shape[0] == 1 else out
+
+
+def _slip_normalise(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """DFD's code over a set of K×H×W map parts: each part j becomes a_j·P − c_j, with
+    a_j = mean_i 1/r_i and c_j = mean_i min_i/r_i over the set's maps (r_i = max − min), then
+    the K parts are averaged (`methods.dfd.fusion.code_exact_normalise` in NumPy)."""
+    k = parts[0].shape[0]
+    out = [np.zeros(p.shape[1:], np.float64) for p in parts]
+    for j in range(k):
+        low = np.array([p[j].min() for p in parts], np.float64)
+        r = np.maximum(np.array([p[j].max() for p in parts], np.float64) - low, 1e-12)
+        a, c = (1 / r).mean(), (low / r).mean()
+        for acc, p in zip(out, parts, strict=True):
+            acc += a * p[j] - c
+    return [(acc / k).astype(np.float32) for acc in out]
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
