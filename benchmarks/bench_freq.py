@@ -77,7 +77,9 @@ def run() -> Section:
         f"Best of 5 calls each; torch uses {torch.get_num_threads()} threads, the loops are what "
         f"the official data loaders run per image (OpenCV/NumPy, mostly one thread). 1-minute "
         f"load average at the end: {load:.1f} on {os.cpu_count()} CPUs; an oversubscribed CPU "
-        "slows torch's multi-threaded kernels far more than the single-threaded loops. On CPU the "
-        "pyramid is memory-bound and OpenCV's SIMD loop keeps each image in cache, so the batched "
+        "slows torch's multi-threaded kernels far more than the single-threaded loops. The first "
+        "Butterworth loop is FAIR's loader as written (it rebuilds the transfer function for "
+        "every sample); the second builds it once, the strictest reference. On CPU the pyramid "
+        "is memory-bound and OpenCV's SIMD loop keeps each image in cache, so the batched "
         "version is for running the split on the GPU, inside the model, not for beating OpenCV.")
     return section
