@@ -35,6 +35,7 @@ def load_config(overrides: Iterable[str] = (), config_dir: Path = CONFIG_DIR) ->
         defaults = group_defaults(group, name, config_dir)
         cfg = OmegaConf.merge(cfg, defaults)
         cfg[group]["name"] = defaults.get(group, {}).get("name", name)
+    cfg.method.preset = groups.get("method", cfg.method.name)  # e.g. fair_fast, for labels
     per_dataset = cfg.get("per_dataset", {}).get(cfg.dataset.name)
     if per_dataset is not None:
         cfg = OmegaConf.merge(cfg, per_dataset)

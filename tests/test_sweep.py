@@ -217,3 +217,15 @@ published: {source: ocrgan, table: "Table I: MVTec AD image AUROC vs SOTA", meth
     # weave holds the first two points: 60 % and 70 %, best-on-test 95 % each; never bold
     assert "| weave | **65.0 ± 7.1** |  | 95.0 ± 0.0 |" in text
     assert "as the paper's code chose its model" in text
+
+
+def test_cross_method_columns_are_named_by_preset(tmp_path):
+    rows = [{"method": method, "preset": preset, "variant": variant, "dataset": "synthetic",
+             "category": "weave", "metric": "image_auroc", "value": 0.5, "config_hash": variant}
+            for method, preset, variant in [
+                ("fair", "fair_fast", "a" * 16), ("fair", "fair", "b" * 16),
+                ("dfd", "dfd_fast", "c" * 16), ("dfd", "dfd_fast", "d" * 16)]]
+    write_tables([], pd.DataFrame(rows, columns=COLUMNS), tmp_path)
+    text = (tmp_path / "synthetic__cross_method.md").read_text()
+    assert ("| category | dfd_fast (cccccc) | dfd_fast (dddddd) | fair_fast | fair |" in text
+            or "| category | dfd_fast (cccccc) | dfd_fast (dddddd) | fair | fair_fast |" in text)

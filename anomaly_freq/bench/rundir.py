@@ -42,7 +42,7 @@ def write_json(path: Path, data: Any) -> None:
 
 # Keys that change where or how visibly a run happens, never its numbers.
 NON_EXPERIMENT_KEYS = ("output", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
-                       "dataset.num_workers", "dataset.cache", "dataset.root")
+                       "dataset.num_workers", "dataset.cache", "dataset.root", "method.preset")
 
 
 def config_hash(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> str:

@@ -13,8 +13,8 @@ from anomaly_freq.bench.rundir import FINISHED_MARKER, config_hash
 
 PROTOCOL_FIELDS = ("eval_resolution", "image_size", "epochs", "model_selection",
                    "score_normalisation", "pro_variant", "learning_type")
-COLUMNS = ["method", "dataset", "category", "seed", "shots", "shot_seed", "metric", "value",
-           "config_hash", "variant", *PROTOCOL_FIELDS, "run_dir"]
+COLUMNS = ["method", "preset", "dataset", "category", "seed", "shots", "shot_seed", "metric",
+           "value", "config_hash", "variant", *PROTOCOL_FIELDS, "run_dir"]
 
 
 def finished_runs(root: Path) -> Iterator[Path]:
@@ -45,6 +45,7 @@ def load_results(root: Path) -> pd.DataFrame:
         metrics = json.loads((run_dir / FINISHED_MARKER).read_text())
         base = {
             "method": cfg.method.name,
+            "preset": cfg.method.get("preset") or cfg.method.name,
             "dataset": cfg.dataset.name,
             "category": cfg.dataset.category,
             "seed": cfg.seed,

@@ -254,10 +254,11 @@ def cross_method_blocks(results: pd.DataFrame) -> list[Block]:
     """Every method that has runs on the synthetic set, side by side."""
     runs = results[results["dataset"] == "synthetic"]
     blocks = []
-    variants = runs.groupby(["method", "variant"]).size().reset_index()
-    counts = variants["method"].value_counts()
-    labels = {(m, v): m if counts[m] == 1 else f"{m} ({v[:6]})"
-              for m, v in zip(variants["method"], variants["variant"], strict=True)}
+    # a column per configuration, named by its preset (hash added where a preset has several)
+    presets = runs.groupby(["method", "variant"])["preset"].first()
+    counts = presets.value_counts()
+    labels = {key: name if counts[name] == 1 else f"{name} ({key[1][:6]})"
+              for key, name in presets.items()}
     for metric in ("image_auroc", "pixel_auroc", "pixel_aupro"):
         subset = runs[runs["metric"] == metric]
         if subset.empty:
