@@ -7,8 +7,6 @@ only on success, ``metrics.json``.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import signal
 import traceback
@@ -26,6 +24,7 @@ from anomaly_freq.bench.rundir import (
     create_run_dir,
     environment,
     write_atomic,
+    write_csv,
     write_json,
 )
 from anomaly_freq.checkpoint import save_checkpoint
@@ -105,7 +104,7 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
             write_report(run_dir, evaluator, metrics, cfg.output.report_images)
         if cfg.output.save_checkpoint:
             save_checkpoint(method, cfg, run_dir / "model.pt")
-        write_atomic(run_dir / "scores.csv", _scores_csv(evaluator.rows))
+        write_csv(run_dir / "scores.csv", evaluator.rows)
         write_json(run_dir / "protocol.json",
                    {**protocol(cfg, method, len(train), len(test)), **evaluator.protocol()})
         write_json(run_dir / "metrics.json", {"category": category, **metrics})
@@ -173,10 +172,3 @@ def _guard_interrupt(call, *args, **kwargs) -> None:
 def _file_list(samples: list[Sample]) -> str:
     return "".join(f"{s.path}\n" for s in samples)
 
-
-def _scores_csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()

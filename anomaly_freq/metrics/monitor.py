@@ -10,8 +10,6 @@ restored after every evaluation: training is the same with or without the monito
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -22,7 +20,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from anomaly_freq.bench.rundir import write_atomic
+from anomaly_freq.bench.rundir import write_csv
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.metrics.evaluator import Evaluator
 
@@ -67,7 +65,7 @@ class BestOnTestMonitor(pl.Callback):
             pl_module.train(was_training)
             _restore_random_states(states)
         self.curve.append({"epoch": epoch, **metrics})
-        write_atomic(self.path, _to_csv(self.curve))
+        write_csv(self.path, self.curve)
 
     def best(self) -> dict[str, float]:
         """The chosen evaluation's metrics, prefixed; empty when none ran."""
@@ -82,14 +80,6 @@ class BestOnTestMonitor(pl.Callback):
         # the first of equal evaluations, as a loop keeping the strictly better one would
         row = max(self.curve, key=lambda r: sum(r[m] for m in present))
         return {f"{PREFIX}{key}": value for key, value in row.items()}
-
-
-def _to_csv(rows: list[dict[str, float]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _random_states() -> dict[str, Any]:
