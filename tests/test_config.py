@@ -2,6 +2,7 @@ import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
+from anomaly_freq.bench.rundir import config_hash
 from anomaly_freq.config import load_config
 from anomaly_freq.errors import AfreqError
 
@@ -103,6 +104,10 @@ def test_presets_and_per_dataset_settings(tmp_path):
     _write(tmp_path / "method/freqstat_fast.yaml", "_base_: freqstat\nmethod: {d0: 4.0}\n")
     cfg = load_config(["method=freqstat_fast"], config_dir=tmp_path)
     assert cfg.method.name == "freqstat"  # a preset runs the method it is based on
+    assert cfg.method.preset == "freqstat_fast"  # kept for labels; not part of the hash
+    relabelled = OmegaConf.merge(cfg, {"method": {"preset": "other"}})
+    assert config_hash(relabelled) == config_hash(cfg)
+    assert load_config([], config_dir=tmp_path).method.preset == "freqstat"
     assert cfg.method.d0 == 4.0 and cfg.method.map_sigma == 4.0
     assert cfg.trainer.max_epochs == 7  # per_dataset applied for the synthetic set
     assert load_config(["method=freqstat_fast", "trainer.max_epochs=2"],

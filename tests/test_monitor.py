@@ -10,6 +10,7 @@ from anomaly_freq.config import load_config
 from anomaly_freq.engine import run
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.metrics.monitor import BestOnTestMonitor
+from tests.conftest import TINY_SYNTHETIC
 
 # DFD (its scoring needs statistics of the training images) at toy scale: three epochs.
 TINY_DFD = ["method=dfd_fast", "dataset.shots=1", "dataset.shot_copies=8",
@@ -55,3 +56,35 @@ def test_monitor_rejects_bad_settings(tmp_path):
         BestOnTestMonitor(lambda: None, list, 1, ["image_aucroc"], tmp_path / "c.csv")
     with pytest.raises(AfreqError, match="test_every_n_epochs=-1"):
         BestOnTestMonitor(lambda: None, list, -1, ["image_auroc"], tmp_path / "c.csv")
+
+
+def test_monitor_scores_an_epoch_after_the_methods_own_epoch_end(tmp_path):
+    # freqstat finishes its statistics in its own on_train_epoch_end, which Lightning calls
+    # after the callbacks' hook: the monitor must not score before it.
+    tiny = [*TINY_SYNTHETIC, "dataset.category=chip", "output.save_checkpoint=false",
+            "output.report_images=0"]
+    (plain,) = run(load_config([*tiny, f"output.root={tmp_path / 'a'}"]))
+    (watched,) = run(load_config([*tiny, f"output.root={tmp_path / 'b'}",
+                                  "eval.test_every_n_epochs=1"]))
+    with (watched.run_dir / "test_curve.csv").open() as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert set(row) == {"epoch", "image_auroc", "image_ap", "image_f1max"}  # image-only choice
+    assert float(row["image_auroc"]) == pytest.approx(plain.metrics["image_auroc"], abs=1e-9)
+    assert watched.metrics["best_on_test_epoch"] == 1
+    assert watched.metrics["pixel_aupro"] == plain.metrics["pixel_aupro"]
+
+
+def test_best_skips_evaluations_with_nan(tmp_path, caplog):
+    monitor = BestOnTestMonitor(lambda: None, list, 1, ["image_auroc", "pixel_aupro"],
+                                tmp_path / "c.csv")
+    monitor.curve = [{"epoch": 1, "image_auroc": 0.9, "pixel_aupro": float("nan")},
+                     {"epoch": 2, "image_auroc": 0.6, "pixel_aupro": 0.5},
+                     {"epoch": 3, "image_auroc": 0.7, "pixel_aupro": 0.4}]
+    assert monitor.best()["best_on_test_epoch"] == 2
+    monitor.curve = [{"epoch": 1, "image_auroc": 0.9}]  # no masks: image AUROC alone chooses
+    assert monitor.best()["best_on_test_image_auroc"] == 0.9
+    assert "chosen by image_auroc only; this run gives no pixel_aupro" in caplog.text
+    pixel_only = BestOnTestMonitor(lambda: None, list, 1, ["pixel_aupro"], tmp_path / "c.csv")
+    pixel_only.curve = monitor.curve
+    assert pixel_only.best() == {}
+    assert "no best_on_test_* recorded: this run gives none of pixel_aupro" in caplog.text

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 
 import pandas as pd
 import pytest
+from rich.console import Console
 
 from anomaly_freq.bench.store import COLUMNS, finished_runs, load_results
 from anomaly_freq.bench.sweep import expand, load_sweep, run_sweep
@@ -127,6 +129,7 @@ def test_results_export_and_tables(tmp_path):
     frame = load_results(runs)
     assert set(frame["metric"]) >= {"image_auroc", "pixel_auroc"}
     assert (frame["method"] == "freqstat").all() and (frame["category"] == "washer").all()
+    assert (frame["preset"] == "freqstat").all()
     for suffix in ("csv", "parquet"):
         out = run_cli(["results", "--root", str(runs), "--export", f"r.{suffix}"], cwd=tmp_path)
         assert out.returncode == 0, out.stderr
@@ -229,3 +232,45 @@ def test_cross_method_columns_are_named_by_preset(tmp_path):
     text = (tmp_path / "synthetic__cross_method.md").read_text()
     assert ("| category | dfd_fast (cccccc) | dfd_fast (dddddd) | fair_fast | fair |" in text
             or "| category | dfd_fast (cccccc) | dfd_fast (dddddd) | fair | fair_fast |" in text)
+
+
+def test_summary_mean_is_a_mean_of_dataset_means(tmp_path):
+    path = write_sweep(tmp_path, """
+name: fair/t5
+overrides: [method=fair, dataset=mvtec_ad, model.base_width=4]
+grid: {dataset.category: [bottle, cable, candle], seed: [0]}
+published: {source: fair, table: "Table 5: mean over MVTec AD and VisA plus efficiency",
+            method: FAIR, layout: summary, metrics: [image_auroc, params_mb]}
+""")
+    points = expand(load_sweep(path))
+    # two categories of one dataset and one of another: (mean(0.6, 0.8) + 1.0) / 2 = 0.85,
+    # where pooling the three runs would give 0.8
+    values = {"bottle": ("mvtec_ad", 0.6), "cable": ("mvtec_ad", 0.8), "candle": ("visa", 1.0)}
+    rows = [{"method": "fair", "dataset": values[p.category][0], "category": p.category,
+             "metric": "image_auroc", "value": values[p.category][1], "config_hash": p.hash}
+            for p in points]
+    write_tables([path], pd.DataFrame(rows, columns=COLUMNS), tmp_path / "tables")
+    text = (tmp_path / "tables" / "fair__t5.md").read_text().replace("**", "")
+    assert "| reproduced full | 85.0 (-12.7) | 0.1 (-65.7) |" in text  # FAIR c=4: 68,547
+
+    rows[0]["metric"] = "image_ap"  # bottle ran but gives no image_auroc
+    write_tables([path], pd.DataFrame(rows, columns=COLUMNS), tmp_path / "tables")
+    assert "| reproduced full | n/a |" in (tmp_path / "tables" / "fair__t5.md").read_text()
+    write_tables([path], pd.DataFrame(rows[1:], columns=COLUMNS), tmp_path / "tables")
+    assert "| reproduced full | 2/3 runs |" in (tmp_path / "tables" / "fair__t5.md").read_text()
+
+
+def test_dry_run_prints_commands_a_shell_accepts(tmp_path):
+    path = write_sweep(tmp_path, f"""
+name: quoted
+overrides:
+{TINY}
+  - "eval.best_on_test_by=[image_auroc,pixel_auroc]"
+grid: {{dataset.category: [weave]}}
+""")
+    console = Console(record=True, width=400)
+    run_sweep(path, dry_run=True, console=console)
+    line = [t for t in console.export_text().splitlines() if "afreq run" in t][0]
+    assert "'eval.best_on_test_by=[image_auroc,pixel_auroc]'" in line
+    assert shlex.split(line)[2:] == [
+        *TINY_SYNTHETIC, "eval.best_on_test_by=[image_auroc,pixel_auroc]", "dataset.category=weave"]

@@ -152,7 +152,9 @@ def _block(sweep: Sweep, setting: str, metric: str, dataset: str, points: list[P
                 best = _summary(oracle_means, label, dataset, categories), None
             else:
                 best = _mean_std(oracle[label]) if label in oracle else (None, None)
-            cells.append(_fmt(*best))
+            # "—": the category ran, without scoring the test set during training
+            ran = label in reproduced or (label.startswith("mean") and mean is not None)
+            cells.append("—" if best[0] is None and ran else _fmt(*best))
             numbers.append(None)  # chosen on test data: never the bold "best"
         block.rows.append((label.replace("_", " "), cells, numbers))
     block.footer = _protocol_footer(sweep, used[used["metric"] == ours_metric])
@@ -233,18 +235,21 @@ def _reproduced_summary(metric: str, points: list[Point],
     """The mean over datasets of each dataset's mean over categories (of the seed means)."""
     if not points:
         return None, NOT_RUN
-    if metric == "params_mb":
+    if metric == "params_mb":  # a property of the model, counted on a freshly built one
         cfg = load_config(list(points[0].overrides))
         model = registry.create_method(cfg.method.name, cfg)
         value = sum(p.numel() for p in model.parameters()) / 2**20
         return value, _fmt(value)
     if metric not in OUR_METRIC:
         return None, "not measured"
-    runs = results[(results["metric"] == OUR_METRIC[metric])
-                   & results["config_hash"].isin({p.hash for p in points})]
-    finished = runs.groupby("config_hash")["value"].first()
-    if len(finished) < len({p.hash for p in points}):
-        return None, NOT_RUN if finished.empty else f"{len(finished)}/{len(points)} runs"
+    hashes = {p.hash for p in points}
+    ran = results[results["config_hash"].isin(hashes)]
+    runs = ran[ran["metric"] == OUR_METRIC[metric]]
+    if ran["config_hash"].nunique() < len(hashes):
+        done = ran["config_hash"].nunique()
+        return None, NOT_RUN if not done else f"{done}/{len(hashes)} runs"
+    if runs["config_hash"].nunique() < len(hashes):
+        return None, "n/a"  # every point ran, but not every run gives this metric (no masks)
     by_category = runs.groupby(["dataset", "category"])["value"].mean()
     value = 100 * by_category.groupby(level="dataset").mean().mean()
     return value, _fmt(value)

@@ -107,14 +107,15 @@ class Evaluator:
         low, high = min(m.min() for m in self.maps), max(m.max() for m in self.maps)
         return [(m - low) / max(high - low, 1e-12) for m in self.maps]
 
-    def compute(self) -> dict[str, float]:
-        """Image metrics, and pixel metrics when every anomalous test image has a mask."""
+    def compute(self, pixel: bool = True) -> dict[str, float]:
+        """Image metrics, and pixel metrics when every anomalous test image has a mask (and
+        ``pixel`` is true)."""
         if not self.rows:
             raise AfreqError("the evaluator received no predictions")
         labels = np.array([r["label"] for r in self.rows])
         image = fn.binary_metrics(self.scores(), labels)
         metrics = {f"image_{name}": value for name, value in image.items()}
-        if self.has_masks and any(m.any() for m in self.masks):
+        if pixel and self.has_masks and any(m.any() for m in self.masks):
             maps = self.final_maps()
             pixel = fn.binary_metrics(np.concatenate([m.ravel() for m in maps]),
                                       np.concatenate([m.ravel() for m in self.masks]))

@@ -11,6 +11,7 @@ restored after every evaluation: training is the same with or without the monito
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,7 +32,13 @@ log = logging.getLogger(__name__)
 
 
 class BestOnTestMonitor(pl.Callback):
-    """Every ``every_n_epochs`` epochs (and after the last), score the test set."""
+    """Score the test set after every ``every_n_epochs`` epochs and after the last one.
+
+    Lightning runs callbacks' epoch-end hooks before the method's own, where a method may finish
+    its epoch (freqstat computes its statistics there), so an epoch is scored at the start of the
+    next one, and the last at the end of training. The method's predict hooks run around each
+    evaluation as `trainer.predict` runs them.
+    """
 
     def __init__(self, make_evaluator: Callable[[], Evaluator], loader: Callable[[], Iterable],
                  every_n_epochs: int, select_by: list[str], path: Path) -> None:
@@ -42,44 +49,66 @@ class BestOnTestMonitor(pl.Callback):
         if not select_by or unknown:
             raise AfreqError(f"eval.best_on_test_by={list(select_by)} must name metrics from "
                              f"{', '.join(METRICS)}")
-        self.make_evaluator, self.loader = make_evaluator, loader
+        self.make_evaluator, self.make_loader = make_evaluator, loader
+        self.loader: Iterable | None = None  # made once, so loader workers are reused
         self.every, self.select_by, self.path = every_n_epochs, list(select_by), path
+        self.pixel = any(m.startswith("pixel_") for m in self.select_by)
         self.curve: list[dict[str, float]] = []
+        self.epochs_done = 0
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch + 1
-        if epoch % self.every and epoch != trainer.max_epochs:
-            return
+        self.epochs_done += 1
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.epochs_done and self.epochs_done % self.every == 0:
+            self._evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.epochs_done and (not self.curve or self.curve[-1]["epoch"] != self.epochs_done):
+            self._evaluate(trainer, pl_module)
+
+    def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         states = _random_states()
         was_training = pl_module.training
         pl_module.eval()
         try:
             pl_module.prepare_for_inference()
+            pl_module.on_predict_start()
             evaluator = self.make_evaluator()
-            with torch.no_grad():
-                for i, batch in enumerate(self.loader()):
+            self.loader = self.loader or self.make_loader()
+            with torch.no_grad(), trainer.strategy.precision_plugin.predict_step_context():
+                for i, batch in enumerate(self.loader):
                     batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
                     evaluator.update(batch, pl_module.predict_step(batch, i))
-            metrics = evaluator.compute()
+            metrics = evaluator.compute(pixel=self.pixel)
         finally:
+            pl_module.on_predict_end()
             pl_module.train(was_training)
             _restore_random_states(states)
-        self.curve.append({"epoch": epoch, **metrics})
+        self.curve.append({"epoch": self.epochs_done, **metrics})
         write_csv(self.path, self.curve)
 
     def best(self) -> dict[str, float]:
-        """The chosen evaluation's metrics, prefixed; empty when none ran."""
+        """The chosen evaluation's metrics, prefixed; empty when none ran or none can choose."""
         if not self.curve:
             return {}
         present = [m for m in self.select_by if m in self.curve[0]]
-        if present != self.select_by:  # pixel metrics on a dataset without masks
-            log.warning("selecting the best test evaluation by %s only: this dataset gives no %s",
-                        "+".join(present), ", ".join(set(self.select_by) - set(present)))
+        missing = [m for m in self.select_by if m not in present]
         if not present:
+            log.warning("no best_on_test_* recorded: this run gives none of %s",
+                        ", ".join(missing))
             return {}
+        if missing:  # pixel metrics on a dataset without masks
+            log.warning("best evaluation on test chosen by %s only; this run gives no %s",
+                        " + ".join(present), ", ".join(missing))
+
+        def key(row: dict[str, float]) -> float:
+            total = sum(row[m] for m in present)
+            return -math.inf if math.isnan(total) else total
+
         # the first of equal evaluations, as a loop keeping the strictly better one would
-        row = max(self.curve, key=lambda r: sum(r[m] for m in present))
-        return {f"{PREFIX}{key}": value for key, value in row.items()}
+        row = max(self.curve, key=key)
+        return {f"{PREFIX}{name}": value for name, value in row.items()}
 
 
 def _random_states() -> dict[str, Any]:

@@ -221,6 +221,9 @@ class OCRGAN(AnomalyModule):
     def on_predict_start(self) -> None:
         self._seed_eval_rng()
 
+    def on_predict_end(self) -> None:
+        self.generator.set_generator(None)  # back to training's RNG (the test-set monitor)
+
     def on_test_start(self) -> None:
         self._seed_eval_rng()
 
