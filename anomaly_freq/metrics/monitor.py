@@ -75,7 +75,8 @@ class BestOnTestMonitor(pl.Callback):
             pl_module.prepare_for_inference()
             pl_module.on_predict_start()
             evaluator = self.make_evaluator()
-            self.loader = self.loader or self.make_loader()
+            if self.loader is None:
+                self.loader = self.make_loader()
             with torch.no_grad(), trainer.strategy.precision_plugin.predict_step_context():
                 for i, batch in enumerate(self.loader):
                     batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
