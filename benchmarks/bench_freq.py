@@ -12,6 +12,8 @@ from anomaly_freq.freq import butterworth_highpass, gaussian_pyramid_split
 from benchmarks.common import Section, best_time
 
 BATCH, SIZE = 32, 256
+# this VM's 2-thread timings vary up to 3× from call to call: the best of many calls each
+REPEATS = 20
 
 
 def _butterworth_transfer() -> np.ndarray:
@@ -69,8 +71,8 @@ def run() -> Section:
     ]
     with torch.no_grad():
         for name, loop, batched in cases:
-            t_loop = best_time(loop, repeats=5)
-            t_torch = best_time(lambda f=batched: f(batch), repeats=5)
+            t_loop = best_time(loop, repeats=REPEATS)
+            t_torch = best_time(lambda f=batched: f(batch), repeats=REPEATS)
             cuda = ["no GPU", "–"]
             if torch.cuda.is_available():
                 gpu = batch.cuda()
@@ -80,9 +82,9 @@ def run() -> Section:
                                  _rate(t_torch), f"{t_loop / t_torch:.2f}×", *cuda])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     section.notes.append(
-        f"Best of 5 calls each; torch uses {torch.get_num_threads()} threads, the loops are what "
-        f"the official data loaders run per image (OpenCV/NumPy, mostly one thread). 1-minute "
-        f"load average at the end: {load:.1f} on {os.cpu_count()} CPUs; an oversubscribed CPU "
+        f"Best of {REPEATS} calls each; torch uses {torch.get_num_threads()} threads, the loops "
+        f"are what the official data loaders run per image (OpenCV/NumPy, mostly one thread). "
+        f"1-minute load average at the end: {load:.1f} on {os.cpu_count()} CPUs; an oversubscribed CPU "
         "slows torch's multi-threaded kernels far more than the single-threaded loops. The first "
         "Butterworth loop is FAIR's loader as written (it rebuilds the transfer function for "
         "every sample); the second builds it once, the strictest reference. On CPU the pyramid "
