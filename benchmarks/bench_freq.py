@@ -84,8 +84,9 @@ def run() -> Section:
     section.notes.append(
         f"Best of {REPEATS} calls each; torch uses {torch.get_num_threads()} threads, the loops "
         f"are what the official data loaders run per image (OpenCV/NumPy, mostly one thread). "
-        f"1-minute load average at the end: {load:.1f} on {os.cpu_count()} CPUs; an oversubscribed CPU "
-        "slows torch's multi-threaded kernels far more than the single-threaded loops. The first "
+        f"1-minute load average at the end: {load:.1f} on {os.cpu_count()} CPUs; an "
+        "oversubscribed CPU slows torch's multi-threaded kernels far more than the "
+        "single-threaded loops. The first "
         "Butterworth loop is FAIR's loader as written (it rebuilds the transfer function for "
         "every sample); the second builds it once, the strictest reference. On CPU the pyramid "
         "is memory-bound and OpenCV's SIMD loop keeps each image in cache: the last row times "
