@@ -12,7 +12,7 @@ from anomaly_freq.freq import butterworth_highpass, gaussian_pyramid_split
 from benchmarks.common import Section, best_time
 
 BATCH, SIZE = 32, 256
-# this VM's 2-thread timings vary up to 3× from call to call: the best of many calls each
+# this VM's 2-thread torch timings vary up to 3× from call to call: the best of many calls each
 REPEATS = 20
 
 
