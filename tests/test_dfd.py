@@ -164,6 +164,12 @@ def test_pseudo_anomalies_are_fixed_per_copy_and_respect_masks():
     assert corner[0, 0, 0] == 0 and corner[0, 16, 16] == 1
     never = PseudoAnomalies(0.0, 32)(images, paths, angles)
     assert torch.equal(never[0], images) and never[2].sum() == 0
+    # the same images stored elsewhere get the same pseudo-anomalies; other images other ones
+    here = [f"/data/mvtec/weave/train/good/{i:03d}.png" for i in range(4)]
+    moved = [p.replace("/data/mvtec", "/elsewhere/copy") for p in here]
+    assert torch.equal(synth(images, here, angles)[0], synth(images, moved, angles)[0])
+    renamed = [p.replace("good/", "good/x") for p in here]
+    assert not torch.equal(synth(images, here, angles)[0], synth(images, renamed, angles)[0])
 
 
 def test_backbone_weights_from_a_local_state_dict(tmp_path):

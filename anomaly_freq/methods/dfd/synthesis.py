@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from pathlib import PurePath
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -43,7 +44,10 @@ class PseudoAnomalies:
     def generator(self, path: str, angle: float) -> torch.Generator:
         if not self.fixed:
             return self._stream
-        key = zlib.crc32(f"{self.seed}|{path}|{angle:.6f}".encode())
+        # the image's last three path parts (e.g. train/good/000.png), not its absolute path:
+        # the pseudo-anomaly must not depend on where the dataset is stored
+        name = "/".join(PurePath(path).parts[-3:])
+        key = zlib.crc32(f"{self.seed}|{name}|{angle:.6f}".encode())
         return torch.Generator().manual_seed(key)
 
     def foreground_mask(self, image: torch.Tensor, angle: float) -> torch.Tensor:
