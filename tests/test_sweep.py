@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from anomaly_freq.bench.store import COLUMNS, finished_runs, load_results
-from anomaly_freq.bench.sweep import expand, load_sweep, run_sweep
+from anomaly_freq.bench.sweep import _cpu_threads_per_job, expand, load_sweep, run_sweep
 from anomaly_freq.bench.tables import write_tables
 from anomaly_freq.errors import AfreqError
 from tests.conftest import TINY_SYNTHETIC, run_cli
@@ -86,6 +86,17 @@ grid:
         assert 0 <= json.loads((run_dir / "metrics.json").read_text())["image_auroc"] <= 1
     again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True)
     assert "8 already finished, 0 to run" in again.stdout
+
+
+def test_cpu_workers_split_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert _cpu_threads_per_job(jobs=2, gpus=0) == 4
+    assert _cpu_threads_per_job(jobs=16, gpus=0) == 1
+    assert _cpu_threads_per_job(jobs=1, gpus=0) is None  # one worker keeps torch's default
+    assert _cpu_threads_per_job(jobs=2, gpus=2) is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's setting wins
+    assert _cpu_threads_per_job(jobs=2, gpus=0) is None
 
 
 def test_sweep_keeps_going_past_a_failure(tmp_path):

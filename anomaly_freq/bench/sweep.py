@@ -182,6 +182,7 @@ def _gpu_count() -> int:
 def _run_local(todo: list[Point], jobs: int, log_dir: Path, console: Console) -> int:
     """N worker subprocesses (one GPU each when there are GPUs), a lock per point."""
     gpus = _gpu_count()
+    threads = _cpu_threads_per_job(jobs, gpus)
     queue, running, failed, finished = list(todo), {}, 0, 0
     with _progress(console) as progress:
         task = progress.add_task(_describe(0, 0, 0, len(todo)), total=len(todo))
@@ -190,7 +191,7 @@ def _run_local(todo: list[Point], jobs: int, log_dir: Path, console: Console) ->
                 point = queue.pop(0)
                 slot = next(i for i in range(max(1, jobs)) if i not in
                             {s for s, *_ in running.values()})
-                started = _start(point, slot, gpus, log_dir)
+                started = _start(point, slot, gpus, threads, log_dir)
                 if started is None:  # locked by another sweep process
                     _record(log_dir, point, "skipped", "running in another process")
                     progress.advance(task)
@@ -218,7 +219,14 @@ def _run_local(todo: list[Point], jobs: int, log_dir: Path, console: Console) ->
     return failed
 
 
-def _start(point: Point, slot: int, gpus: int, log_dir: Path):
+def _cpu_threads_per_job(jobs: int, gpus: int) -> int | None:
+    """Without GPUs, N workers share the cores instead of each starting one thread per core."""
+    if gpus or jobs <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def _start(point: Point, slot: int, gpus: int, threads: int | None, log_dir: Path):
     folder = point.output_root / ".locks"
     folder.mkdir(parents=True, exist_ok=True)
     lock = (folder / f"{point.hash}.lock").open("w")
@@ -230,6 +238,8 @@ def _start(point: Point, slot: int, gpus: int, log_dir: Path):
     env = dict(os.environ)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     log = (log_dir / f"{point.hash}.log").open("w")
     command = [sys.executable, "-m", "anomaly_freq.cli", "run", *point.overrides,
                "trainer.enable_progress_bar=false"]
