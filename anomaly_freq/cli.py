@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import warnings
 
 from rich.console import Console
 from rich.table import Table
@@ -32,7 +30,6 @@ console = Console()
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _quiet_libraries()
     try:
         return args.func(args)
     except AfreqError as err:
@@ -77,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tables", help="paper tables and the synthetic comparison, docs/tables/")
     p.add_argument("--root", default="runs", help="run folder root (default runs)")
-    p.add_argument("--experiments", default="experiments", help="folder of sweep files")
+    p.add_argument("--experiments", default="experiments",
+                   help="folder of sweep files and published/ (default experiments)")
     p.add_argument("--out", default="docs/tables", help="output folder")
     p.set_defaults(func=cmd_tables)
 
@@ -106,20 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries() -> None:
-    import pytorch_lightning  # noqa: F401  (it sets its loggers to INFO when first imported)
-
-    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning.*")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from anomaly_freq.config import load_config
-    from anomaly_freq.engine import run
 
     cfg = load_config(args.overrides)
+    from anomaly_freq.engine import run  # after the config: a mistyped key fails in a second
+
     console.print(f"afreq run: method=[bold]{cfg.method.name}[/] dataset=[bold]"
                   f"{cfg.dataset.name}[/] category={cfg.dataset.category} seed={cfg.seed}")
     results = run(cfg)
@@ -203,7 +193,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
     from anomaly_freq.bench.tables import write_tables
 
     files = sorted(p for p in Path(args.experiments).glob("*/*.yaml"))
-    written = write_tables(files, load_results(Path(args.root)), Path(args.out))
+    written = write_tables(files, load_results(Path(args.root)), Path(args.out),
+                           Path(args.experiments) / "published")
     console.print(f"wrote {len(written)} tables to {args.out}/ (Markdown, LaTeX, CSV)")
     return 0
 

@@ -60,9 +60,9 @@ def group_defaults(group: str, name: str, config_dir: Path = CONFIG_DIR) -> Dict
         cfg = _read_yaml(path)
         base = cfg.pop("_base_", None)
         return OmegaConf.merge(group_defaults(group, base, config_dir), cfg) if base else cfg
-    registered = registry.list_methods() if group == "method" else registry.list_datasets()
-    if name not in registered:
-        available = sorted({*registered, *(p.stem for p in (config_dir / group).glob("*.yaml"))})
+    known = registry.known_names(group)
+    if name not in known:
+        available = sorted({*known, *(p.stem for p in (config_dir / group).glob("*.yaml"))})
         raise AfreqError(
             f"unknown {group} '{name}'{_suggest(name, available)}; "
             f"valid {group}s: {', '.join(available)}"

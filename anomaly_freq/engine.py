@@ -56,9 +56,18 @@ def categories_of(cfg: DictConfig, source: DatasetSource) -> list[str]:
 
 def run(cfg: DictConfig) -> list[CategoryResult]:
     """Train and evaluate ``cfg.method.name`` on each requested category."""
+    _quiet_lightning()
     registry.get_method(cfg.method.name)  # fail on an unknown method before touching data
     source = registry.create_dataset(cfg.dataset.name, cfg)
     return [run_category(cfg, source, category) for category in categories_of(cfg, source)]
+
+
+def _quiet_lightning() -> None:
+    """Lightning sets its loggers to INFO when imported; a run reports through its own table."""
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning.*")
 
 
 def with_category(cfg: DictConfig, category: str) -> DictConfig:

@@ -46,6 +46,18 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
+def known_names(kind: str) -> set[str]:
+    """Names of ``kind`` ("method" or "dataset") registered so far, after importing the installed
+    entry-point plugins if there are any (one may name a module that registers several). In-tree
+    plugins stay unimported: each has a config file under its name (a test checks this), so a
+    mistyped name fails fast without importing torch and Lightning."""
+    table, group = ((_METHODS, METHOD_ENTRY_POINTS) if kind == "method"
+                    else (_DATASETS, DATASET_ENTRY_POINTS))
+    if entry_points(group=group):
+        _load(f"{kind}s")
+    return set(table)
+
+
 def get_method(name: str) -> type:
     return _lookup(_METHODS, "method", name, list_methods)
 

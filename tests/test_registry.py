@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from anomaly_freq import registry
@@ -17,6 +20,29 @@ def test_unknown_names_list_valid_choices():
         registry.get_method("nope")
     with pytest.raises(AfreqError, match="unknown dataset 'nope'; valid datasets: .*synthetic"):
         registry.get_dataset("nope")
+
+
+def test_every_in_tree_plugin_has_a_config_file():
+    """`registry.known_names` relies on this to reject a mistyped name without importing."""
+    from anomaly_freq.config import CONFIG_DIR
+
+    for group, names in (("method", registry.list_methods()),
+                         ("dataset", registry.list_datasets())):
+        table = registry._METHODS if group == "method" else registry._DATASETS
+        in_tree = [n for n in names if table[n].__module__.startswith("anomaly_freq.")]
+        assert in_tree
+        missing = [n for n in in_tree if not (CONFIG_DIR / group / f"{n}.yaml").exists()]
+        assert not missing, f"in-tree {group}s without configs/{group}/<name>.yaml: {missing}"
+
+
+def test_mistyped_name_fails_without_importing_torch(tmp_path):
+    script = ("import sys\nfrom anomaly_freq.cli import main\n"
+              "code = main(['run', 'method=fiar'])\n"
+              "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode == 2, result.stderr
+    assert "unknown method 'fiar'" in result.stderr and "fair" in result.stderr
 
 
 def test_name_clash_is_refused():

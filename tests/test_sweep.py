@@ -3,6 +3,7 @@
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,9 +13,11 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from anomaly_freq.bench.published import PUBLISHED_DIR
 from anomaly_freq.bench.store import COLUMNS, finished_runs, load_results
 from anomaly_freq.bench.sweep import _cpu_threads_per_job, expand, load_sweep, run_sweep
 from anomaly_freq.bench.tables import write_tables
+from anomaly_freq.cli import main
 from anomaly_freq.errors import AfreqError
 from tests.conftest import TINY_SYNTHETIC, run_cli
 
@@ -132,7 +135,7 @@ grid:
     assert len(list(finished_runs(tmp_path / "runs"))) == 2
 
 
-def test_results_export_and_tables(tmp_path):
+def test_results_export_and_tables(tmp_path, capsys):
     runs = tmp_path / "runs"
     result = run_cli(["run", "dataset.category=washer", f"output.root={runs}", *TINY_SYNTHETIC],
                      cwd=tmp_path)
@@ -157,8 +160,12 @@ published: {source: fair, table: "Table 1: MVTec AD image-level AUROC", method: 
             metrics: [image_auroc]}
 deviations: [an example deviation]
 """)
-    written = write_tables(sorted(tmp_path.glob("experiments/*/*.yaml")), frame,
-                           tmp_path / "tables")
+    tables_command = ["tables", "--root", str(runs), "--experiments",
+                      str(tmp_path / "experiments"), "--out", str(tmp_path / "tables")]
+    assert main(tables_command) == 2
+    assert "experiments/published: run from a clone" in capsys.readouterr().err
+    shutil.copytree(PUBLISHED_DIR, tmp_path / "experiments" / "published")
+    assert main(tables_command) == 0
     text = (tmp_path / "tables" / "fair__table1.md").read_text()
     assert "| carpet | 92.9 | **100.0** | 95.6 |" in text  # as published, best in bold
     assert "not run" in text and "Deviation: an example deviation" in text
@@ -167,7 +174,7 @@ deviations: [an example deviation]
     synthetic = (tmp_path / "tables" / "synthetic__cross_method.md").read_text()
     assert "| washer |" in synthetic and "freqstat" in synthetic
     assert (tmp_path / "tables" / "fair__table1.tex").read_text().count(r"\textbf") >= 15
-    assert len(written) == 2
+    assert len(list((tmp_path / "tables").glob("*__*.md"))) == 2
 
 
 def test_summary_table_averages_over_datasets(tmp_path):

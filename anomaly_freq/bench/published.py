@@ -46,7 +46,8 @@ def load_published(folder: Path = PUBLISHED_DIR) -> pd.DataFrame:
         frames.append(frame.assign(source=path.stem, printed=frame["value"],
                                    value=frame["value"].astype(float)))
     if not frames:
-        raise AfreqError(f"no published CSV files in {folder}")
+        raise AfreqError(f"no published CSV files in {folder}: run from a clone of the "
+                         "repository, or pass --experiments with its experiments/ folder")
     return pd.concat(frames, ignore_index=True)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from anomaly_freq import registry
-from anomaly_freq.bench.published import load_published
+from anomaly_freq.bench.published import PUBLISHED_DIR, load_published
 from anomaly_freq.bench.rundir import write_atomic
 from anomaly_freq.bench.sweep import Point, Sweep, expand, load_sweep
 from anomaly_freq.config import load_config
@@ -337,9 +337,10 @@ def to_csv(blocks: list[Block]) -> str:
     return pd.DataFrame(rows).to_csv(index=False)
 
 
-def write_tables(sweep_files: list[Path], results: pd.DataFrame, out_dir: Path) -> list[Path]:
+def write_tables(sweep_files: list[Path], results: pd.DataFrame, out_dir: Path,
+                 published_dir: Path = PUBLISHED_DIR) -> list[Path]:
     """Write Markdown, LaTeX and CSV per paper table and for the synthetic comparison."""
-    published = load_published()
+    published = load_published(published_dir)
     written = []
     jobs = []
     for path in sweep_files:
