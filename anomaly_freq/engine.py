@@ -32,6 +32,7 @@ from anomaly_freq.config import config_to_yaml
 from anomaly_freq.data import AnomalyDataModule, DatasetSource, Sample, cache_dir
 from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.data.fewshot import draw_shots
+from anomaly_freq.errors import AfreqError
 from anomaly_freq.metrics import Evaluator, EvaluatorCallback
 from anomaly_freq.metrics.monitor import BestOnTestMonitor
 from anomaly_freq.viz import write_report
@@ -58,6 +59,11 @@ def run(cfg: DictConfig) -> list[CategoryResult]:
     """Train and evaluate ``cfg.method.name`` on each requested category."""
     _quiet_lightning()
     registry.get_method(cfg.method.name)  # fail on an unknown method before touching data
+    if cfg.eval.resolution == "original" and cfg.dataset.center_crop:
+        raise AfreqError(
+            f"eval.resolution=original cannot score dataset.center_crop={cfg.dataset.center_crop}"
+            ": the maps would cover the crop and the masks the whole image; set eval.resolution"
+            " to a size (e.g. eval.resolution=256)")
     source = registry.create_dataset(cfg.dataset.name, cfg)
     return [run_category(cfg, source, category) for category in categories_of(cfg, source)]
 

@@ -14,6 +14,7 @@ from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.data.datamodule import SampleDataset
 from anomaly_freq.data.fewshot import RotatedCopies, draw_shots
 from anomaly_freq.data.mvtec_layout import read_category
+from anomaly_freq.data.staging import MARKER, build_once
 from anomaly_freq.errors import AfreqError
 from tests.conftest import run_cli
 from tests.trees import write_mvtec, write_raw_visa
@@ -191,6 +192,27 @@ def test_truncated_image(tmp_path):
     train, _ = read_category(tmp_path / "bottle")
     with pytest.raises(AfreqError, match=r"cannot read image .*002\.png"):
         SampleDataset(train, "bottle", 32)[2]
+
+
+def test_float_image_is_refused_by_name(tmp_path):
+    path = tmp_path / "depth.tiff"
+    Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(path)
+    with pytest.raises(AfreqError, match=r"depth\.tiff holds floating-point pixels"):
+        images_module.read_rgb(path)
+
+
+def test_staged_folder_finished_elsewhere_is_kept(tmp_path):
+    target = tmp_path / "built"
+
+    def build(staging):
+        (staging / "mine.txt").write_text("late")
+        target.mkdir()  # another worker finishes the same folder meanwhile
+        (target / "theirs.txt").write_text("first")
+        (target / MARKER).write_text("complete\n")
+
+    assert build_once(target, build) == target
+    assert sorted(p.name for p in target.iterdir()) == [MARKER, "theirs.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["built"]
 
 
 def test_empty_train_folder(tmp_path):

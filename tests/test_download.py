@@ -35,6 +35,9 @@ class Server:
                 header = self.headers.get("Range")
                 server.ranges.append(header)
                 start = int(header.split("=")[1].rstrip("-")) if header else 0
+                if start and start >= len(body):
+                    self.send_error(416)  # as real servers answer a range past the end
+                    return
                 self.send_response(206 if header else 200)
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
@@ -106,6 +109,40 @@ def test_interrupted_download_resumes(server, tmp_path):
     archive = fetch(server.info("a.tar"), tmp_path, show_progress=False)
     assert server.ranges[-1] == "bytes=100000-"
     assert hashlib.sha256(archive.read_bytes()).hexdigest() == server.info("a.tar").sha256
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_partial_file_holding_every_byte_is_checked_not_refetched(server, tmp_path, whole):
+    # A download stopped after its last byte but before the checksum: the server answers 416.
+    body = make_tar(GOOD)
+    server.files["/a.tar"] = body
+    part = tmp_path / ".downloads" / "a.tar.part"
+    part.parent.mkdir()
+    part.write_bytes(body if whole else body[:-1] + b"?")
+    if whole:
+        archive = fetch(server.info("a.tar"), tmp_path, show_progress=False)
+        assert archive.read_bytes() == body and not part.exists()
+    else:
+        with pytest.raises(AfreqError, match="partial file was removed"):
+            fetch(server.info("a.tar"), tmp_path, show_progress=False)
+        assert not part.exists()
+    assert server.ranges == [f"bytes={len(body)}-"]
+
+
+def test_archive_with_a_dot_member_extracts(tmp_path):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:  # as `tar -C dir -cf x.tar .` writes
+        for name in ("./", "./bottle/"):
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        info = tarfile.TarInfo("./bottle/readme.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    archive = tmp_path / "dot.tar"
+    archive.write_bytes(buffer.getvalue())
+    extract(archive, tmp_path / "root")
+    assert (tmp_path / "root" / "bottle" / "readme.txt").read_bytes() == b"hello"
 
 
 @pytest.mark.parametrize(

@@ -273,6 +273,18 @@ def test_evaluator_minmax_parts_changes_fusion_not_single_scores(tmp_path):
     assert np.allclose(fused.scores(), 1.0)  # each part min-max scaled, then summed
 
 
+@pytest.mark.parametrize("normalisation", ["none", "minmax", "dfd_code"])
+def test_a_single_map_part_keeps_its_part_axis(tmp_path, normalisation):
+    batch, outputs = make_batch(tmp_path)
+    single = {**outputs, "map_parts": outputs["anomaly_map"],
+              "score_parts": outputs["pred_score"][:, None]}
+    evaluator = Evaluator(resolution=16, normalisation=normalisation)
+    evaluator.update(batch, single)
+    assert evaluator.parts[0].shape == (1, 16, 16)
+    assert evaluator.final_maps()[0].shape == (16, 16)
+    assert evaluator.compute()["pixel_auroc"] > 0.95
+
+
 def test_evaluator_without_masks_gives_image_metrics_only(tmp_path):
     batch, outputs = make_batch(tmp_path)
     batch["mask_path"] = [""] * 4

@@ -1,11 +1,14 @@
 """End-to-end runs: the CLI, run folders, reproducibility, errors and interruptions."""
 
 import json
+import os
+import stat
 
 import pytest
 import torch
 
 from anomaly_freq import registry
+from anomaly_freq.bench.rundir import write_json
 from anomaly_freq.config import load_config
 from anomaly_freq.engine import run
 from anomaly_freq.methods.base import AnomalyModule
@@ -42,7 +45,9 @@ def test_all_categories_print_a_table(tmp_path):
     [(["method=nosuch"], "valid methods: "),
      (["dataset.nosuchkey=1"], "valid keys under 'dataset'"),
      (["dataset.category=nosuch"], "valid: weave, granite, washer, chip"),
-     (["trainer.max_epochs=many"], "expects an integer")],
+     (["trainer.max_epochs=many"], "expects an integer"),
+     (["dataset.center_crop=48", "eval.resolution=original"],
+      "cannot score dataset.center_crop=48")],
 )
 def test_bad_input_gives_one_line_error_without_traceback(tmp_path, args, needle):
     result = run_cli(["run", *args], cwd=tmp_path)
@@ -97,3 +102,13 @@ def test_interrupted_run_leaves_no_metrics(tmp_path, error):
     (run_dir,) = (tmp_path / name / "synthetic" / "weave").iterdir()
     assert not (run_dir / "metrics.json").exists()
     assert "boom" in (run_dir / "error.txt").read_text()
+
+
+def test_result_files_take_the_umask_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "metrics.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

@@ -95,10 +95,13 @@ def fetch(info: DownloadInfo, root: Path, show_progress: bool = True) -> Path:
                     bar.advance(task, len(chunk))
         if total is not None and part.stat().st_size < total:
             raise http.client.IncompleteRead(b"", total - part.stat().st_size)
+    except urllib.error.HTTPError as err:
+        if err.code != 416 or not start:
+            raise _resume_error(info, part, err) from err
+        # Nothing left after byte `start`: the last attempt stopped between its final byte and
+        # the checksum, so the partial file is whole, or it is longer than the archive.
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-        have = part.stat().st_size if part.exists() else 0
-        raise AfreqError(f"download of {info.url} failed ({err!r}); run the same command "
-                         f"again to resume from byte {have}") from err
+        raise _resume_error(info, part, err) from err
     if not _verified(part, info):
         kind, expected = _checksum(info)
         got = digest_of(part, kind)
@@ -107,6 +110,12 @@ def fetch(info: DownloadInfo, root: Path, show_progress: bool = True) -> Path:
                          "partial file was removed, run the download again")
     part.replace(archive)
     return archive
+
+
+def _resume_error(info: DownloadInfo, part: Path, err: Exception) -> AfreqError:
+    have = part.stat().st_size if part.exists() else 0
+    return AfreqError(f"download of {info.url} failed ({err!r}); run the same command again "
+                      f"to resume from byte {have}")
 
 
 def _checksum(info: DownloadInfo) -> tuple[str, str | None]:
@@ -133,7 +142,7 @@ def _progress(show: bool) -> Progress:
 
 def _name_problem(raw: str) -> str | None:
     name = PurePosixPath(raw.replace("\\", "/"))
-    if name.is_absolute() or raw.startswith(("/", "\\")) or ":" in name.parts[0]:
+    if name.is_absolute() or raw.startswith(("/", "\\")) or ":" in next(iter(name.parts), ""):
         return "is an absolute path"
     if ".." in name.parts:
         return "climbs out with '..'"

@@ -35,6 +35,9 @@ def image_size(path: Path) -> tuple[int, int]:
 def read_rgb(path: Path) -> Image.Image:
     """Open any grey, RGBA, palette or 16-bit image as 8-bit RGB."""
     image = _open(path)
+    if image.mode == "F":
+        raise AfreqError(f"{path} holds floating-point pixels, whose range is unknown; save it "
+                         "as an 8- or 16-bit image")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0

@@ -26,6 +26,9 @@ def build_once(target: Path, build: Callable[[Path], None], note: str = "complet
         staging.mkdir()
         build(staging)
         (staging / MARKER).write_text(note + "\n")
+        if (target / MARKER).exists():  # another process finished first: keep theirs
+            shutil.rmtree(staging)
+            return target
         shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover of an older attempt
         os.replace(staging, target)
     except OSError:

@@ -65,7 +65,7 @@ class Evaluator:
             mask_path = batch["mask_path"][i]
             self.has_masks &= bool(mask_path) or label == 0
             mask = self._mask(batch, i, mask_path)
-            self.maps.append(_resize(amap[i], mask.shape))
+            self.maps.append(_resize(amap[i], mask.shape)[0])
             self.masks.append(mask)
             if parts is not None:
                 self.parts.append(_resize(parts[i].detach().float().cpu(), mask.shape))
@@ -147,12 +147,12 @@ class Evaluator:
 
 
 def _resize(amap: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """An H×W or K×H×W map as K×H×W (K = 1 for H×W), bilinearly resized to ``shape``."""
     if amap.ndim == 2:
         amap = amap[None]
     if tuple(amap.shape[-2:]) != tuple(shape):
         amap = F.interpolate(amap[None], size=shape, mode="bilinear", align_corners=False)[0]
-    out = amap.numpy()
-    return out[0] if out.shape[0] == 1 else out
+    return amap.numpy()
 
 
 def _slip_normalise(parts: list[np.ndarray]) -> list[np.ndarray]:
