@@ -17,7 +17,7 @@ demo: install
 	$(BIN)/afreq run method=freqstat dataset=synthetic dataset.category=all
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4
 
 bench: install
 	$(BIN)/python -m benchmarks
