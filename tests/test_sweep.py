@@ -252,6 +252,27 @@ def test_cross_method_columns_are_named_by_preset(tmp_path):
             or "| category | dfd_fast (cccccc) | dfd_fast (dddddd) | fair | fair_fast |" in text)
 
 
+def test_cross_method_table_keeps_data_settings_apart(tmp_path):
+    from anomaly_freq.bench.store import data_settings
+    from anomaly_freq.config import load_config
+
+    assert data_settings(load_config(["dataset.category=weave", "seed=3"])) == ""
+    subtle = load_config(["dataset.defect_strength=0.3", "dataset.n_train=12"])
+    assert data_settings(subtle) == "n_train=12, defect_strength=0.3"
+    rows = [{"method": "freqstat", "preset": "freqstat", "variant": variant, "data": data,
+             "dataset": "synthetic", "category": "weave", "metric": "image_auroc",
+             "value": value, "config_hash": variant}
+            for variant, data, value in [("a" * 16, "", 0.9), ("b" * 16, "defect_strength=0.3",
+                                                              0.6)]]
+    write_tables([], pd.DataFrame(rows, columns=COLUMNS), tmp_path)
+    text = (tmp_path / "synthetic__cross_method.md").read_text()
+    shipped = text.index("Synthetic set — image_auroc\n")
+    faint = text.index("Synthetic set — image_auroc (defect_strength=0.3)")
+    assert shipped < faint
+    assert "| weave | **90.0** |" in text[shipped:faint] and "| weave | **60.0** |" in text[faint:]
+    assert "freqstat (" not in text  # one column per block, so no hash suffix
+
+
 def test_summary_mean_is_a_mean_of_dataset_means(tmp_path):
     path = write_sweep(tmp_path, """
 name: fair/t5

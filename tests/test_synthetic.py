@@ -1,4 +1,5 @@
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ from PIL import Image
 
 from anomaly_freq.data import synthetic
 from anomaly_freq.data.mvtec_layout import read_category
+from anomaly_freq.errors import AfreqError
 
 SPEC = synthetic.SyntheticSpec(seed=5, size=64, n_train=4, n_test_good=3, n_test_per_defect=2)
 
@@ -66,3 +68,30 @@ def test_interrupted_generation_leaves_no_complete_tree(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         synthetic.ensure_generated(tmp_path, SPEC)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_subtle_defects_keep_their_masks_and_fade(tmp_path):
+    full = synthetic.ensure_generated(tmp_path, SPEC)
+    faint = synthetic.ensure_generated(tmp_path, replace(SPEC, defect_strength=0.3))
+    assert faint.name == full.name + "-strength0.3"
+    assert _digest(full / "weave" / "train") == _digest(faint / "weave" / "train")
+    assert _digest(full / "weave" / "ground_truth") == _digest(faint / "weave" / "ground_truth")
+    for defect in synthetic.CATEGORIES["weave"].defects:
+        strong = np.asarray(Image.open(full / "weave" / "test" / defect / "000.png"), float)
+        weak = np.asarray(Image.open(faint / "weave" / "test" / defect / "000.png"), float)
+        mask = np.asarray(Image.open(full / "weave" / "ground_truth" / defect / "000_mask.png"))
+        # the normal image under the defect is not on disk, but outside the mask both are it
+        assert np.array_equal(strong[mask == 0], weak[mask == 0])
+        assert 0 < np.abs(weak - strong)[mask > 0].mean()
+
+
+def test_subtle_blends_a_fraction_of_the_way():
+    normal, defect = np.zeros((2, 2, 3), np.float32), np.ones((2, 2, 3), np.float32)
+    assert np.allclose(synthetic.subtle(defect, normal, 0.3), 0.3)
+    assert synthetic.subtle(defect, normal, 1.0) is defect
+
+
+@pytest.mark.parametrize("strength", [0.0, 1.5])
+def test_defect_strength_outside_its_range_is_refused(strength):
+    with pytest.raises(AfreqError, match=f"dataset.defect_strength={strength} must be in"):
+        replace(SPEC, defect_strength=strength)

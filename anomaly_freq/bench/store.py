@@ -7,14 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from anomaly_freq.bench.rundir import FINISHED_MARKER, config_hash
+from anomaly_freq.config import CONFIG_DIR
 
 PROTOCOL_FIELDS = ("eval_resolution", "image_size", "epochs", "model_selection",
                    "score_normalisation", "pro_variant", "learning_type")
-COLUMNS = ["method", "preset", "dataset", "category", "seed", "shots", "shot_seed", "metric",
-           "value", "config_hash", "variant", *PROTOCOL_FIELDS, "run_dir"]
+COLUMNS = ["method", "preset", "dataset", "data", "category", "seed", "shots", "shot_seed",
+           "metric", "value", "config_hash", "variant", *PROTOCOL_FIELDS, "run_dir"]
+# Keys of a dataset's own config file that say where or which part of it, not what data it is.
+NOT_DATA_KEYS = ("name", "root", "category")
 
 
 def finished_runs(root: Path) -> Iterator[Path]:
@@ -36,6 +39,18 @@ def _protocol(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def data_settings(cfg: DictConfig) -> str:
+    """The dataset's own settings that differ from its config file, e.g. ``defect_strength=0.3``;
+    empty for the data as shipped (a key an older run lacks counts as its default)."""
+    path = CONFIG_DIR / "dataset" / f"{cfg.dataset.name}.yaml"
+    if not path.exists():
+        return ""
+    shipped = OmegaConf.load(path).dataset
+    return ", ".join(f"{key}={cfg.dataset[key]}" for key in shipped
+                     if key not in NOT_DATA_KEYS and key in cfg.dataset
+                     and cfg.dataset[key] != shipped[key])
+
+
 def load_results(root: Path) -> pd.DataFrame:
     """One row per run × metric, with the run's identity and protocol fields."""
     rows = []
@@ -47,6 +62,7 @@ def load_results(root: Path) -> pd.DataFrame:
             "method": cfg.method.name,
             "preset": cfg.method.get("preset") or cfg.method.name,
             "dataset": cfg.dataset.name,
+            "data": data_settings(cfg),
             "category": cfg.dataset.category,
             "seed": cfg.seed,
             "shots": cfg.dataset.get("shots"),

@@ -256,8 +256,17 @@ def _reproduced_summary(metric: str, points: list[Point],
 
 
 def cross_method_blocks(results: pd.DataFrame) -> list[Block]:
-    """Every method that has runs on the synthetic set, side by side."""
+    """Every method that has runs on the synthetic set, side by side; a set of blocks per data
+    setting (the shipped set first, then e.g. ``defect_strength=0.3``)."""
     runs = results[results["dataset"] == "synthetic"]
+    runs = runs.assign(data=runs["data"].astype(object).fillna(""))
+    blocks = []
+    for data in sorted(set(runs["data"]), key=lambda d: (d != "", d)):
+        blocks += _cross_method_data_blocks(runs[runs["data"] == data], data)
+    return blocks
+
+
+def _cross_method_data_blocks(runs: pd.DataFrame, data: str) -> list[Block]:
     blocks = []
     # a column per configuration, named by its preset (hash added where a preset has several)
     presets = runs.groupby(["method", "variant"])["preset"].first()
@@ -268,7 +277,8 @@ def cross_method_blocks(results: pd.DataFrame) -> list[Block]:
         subset = runs[runs["metric"] == metric]
         if subset.empty:
             continue
-        block = Block(f"Synthetic set — {metric}", ["category", *labels.values()])
+        title = f"Synthetic set — {metric}" + (f" ({data})" if data else "")
+        block = Block(title, ["category", *labels.values()])
         per = {key: {} for key in labels}
         for (m, v, c), g in subset.groupby(["method", "variant", "category"]):
             per[(m, v)][c] = [100 * x for x in g["value"]]

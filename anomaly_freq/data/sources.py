@@ -61,7 +61,7 @@ class SyntheticSource(DatasetSource):
         d = cfg.dataset
         self.spec = synthetic.SyntheticSpec(
             seed=d.seed, size=d.size, n_train=d.n_train, n_test_good=d.n_test_good,
-            n_test_per_defect=d.n_test_per_defect,
+            n_test_per_defect=d.n_test_per_defect, defect_strength=d.defect_strength,
         )
 
     def root(self) -> Path:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from anomaly_freq.data.staging import build_once
+from anomaly_freq.errors import AfreqError
 
 GENERATOR_VERSION = 1
 
@@ -244,12 +245,24 @@ class SyntheticSpec:
     n_train: int = 60
     n_test_good: int = 20
     n_test_per_defect: int = 5
+    defect_strength: float = 1.0  # see `subtle`
+
+    def __post_init__(self) -> None:
+        if not 0 < self.defect_strength <= 1:
+            raise AfreqError(f"dataset.defect_strength={self.defect_strength} must be in (0, 1]")
 
     def folder_name(self) -> str:
+        strength = "" if self.defect_strength == 1 else f"-strength{self.defect_strength:g}"
         return (
             f"v{GENERATOR_VERSION}-seed{self.seed}-{self.size}px-{self.n_train}"
-            f"-{self.n_test_good}-{self.n_test_per_defect}"
+            f"-{self.n_test_good}-{self.n_test_per_defect}{strength}"
         )
+
+
+def subtle(image: np.ndarray, normal: np.ndarray, strength: float) -> np.ndarray:
+    """Move each pixel only ``strength`` of the way from the normal image to the defective one:
+    the same mask, a fainter defect (1 leaves the defect as drawn)."""
+    return image if strength == 1 else normal + np.float32(strength) * (image - normal)
 
 
 def category_rng(spec: SyntheticSpec, category: str, split: str) -> np.random.Generator:
@@ -279,7 +292,9 @@ def write_category(root: Path, category: str, spec: SyntheticSpec) -> None:
         _save(out / "test" / "good" / f"{i:03d}.png", _to_uint8(cat.render(rng, spec.size).image))
     for defect, make in cat.defects.items():
         for i in range(spec.n_test_per_defect):
-            image, mask = make(rng, cat.render(rng, spec.size))
+            scene = cat.render(rng, spec.size)
+            image, mask = make(rng, scene)
+            image = subtle(image, scene.image, spec.defect_strength)
             _save(out / "test" / defect / f"{i:03d}.png", _to_uint8(image))
             _save(out / "ground_truth" / defect / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
 
