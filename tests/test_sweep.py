@@ -15,7 +15,15 @@ from rich.console import Console
 
 from anomaly_freq.bench.published import PUBLISHED_DIR
 from anomaly_freq.bench.store import COLUMNS, finished_runs, load_results
-from anomaly_freq.bench.sweep import _cpu_threads_per_job, expand, load_sweep, run_sweep
+from anomaly_freq.bench.sweep import (
+    _claim,
+    _cpu_threads_per_job,
+    _start,
+    expand,
+    load_sweep,
+    run_point,
+    run_sweep,
+)
 from anomaly_freq.bench.tables import write_tables
 from anomaly_freq.cli import main
 from anomaly_freq.errors import AfreqError
@@ -91,6 +99,56 @@ grid:
     assert "8 already finished, 0 to run" in again.stdout
 
 
+def test_a_worker_holds_its_point_after_the_sweep_dies(tmp_path):
+    path = write_sweep(tmp_path, f"""
+name: orphan
+overrides:
+{TINY}
+  - output.root={tmp_path / 'runs'}
+  - dataset.category=chip
+""")
+    (point,) = expand(load_sweep(path))
+    proc, lock, log = _start(point, None, None, tmp_path)
+    lock.close()  # as if the sweep process were killed: the worker keeps the point locked
+    assert _claim(point) is None, "a second sweep could take a point that is still running"
+    assert proc.wait(timeout=300) == 0, (tmp_path / f"{point.hash}.log").read_text()
+    log.close()
+    assert _claim(point) is None, "a finished point must not be claimed again"
+    assert run_point(point) == "skipped"
+    summary = run_sweep(path)
+    assert summary["finished_before"] == 1 and summary["ran"] == 0
+    assert len(list(finished_runs(tmp_path / "runs"))) == 1
+
+
+def test_workers_use_the_users_visible_gpus(monkeypatch):
+    from anomaly_freq.bench import sweep
+
+    monkeypatch.setattr(sweep, "_gpu_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert sweep._visible_gpus() == ["2", "3"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert sweep._visible_gpus() == ["0", "1"]
+
+
+def test_reruns_of_one_configuration_are_not_counted_as_seeds(tmp_path):
+    rows = [{"method": "freqstat", "preset": "freqstat", "variant": "v" * 16, "data": "",
+             "dataset": "synthetic", "category": "weave", "metric": "image_auroc",
+             "value": value, "config_hash": config}
+            for config, value in [("seed0", 0.90), ("seed0", 0.90), ("seed1", 0.80)]]
+    write_tables([], pd.DataFrame(rows, columns=COLUMNS), tmp_path)
+    text = (tmp_path / "synthetic__cross_method.md").read_text()
+    assert "| weave | **85.0 ± 7.1** |" in text  # two seeds; with the rerun: 86.7 ± 5.8
+
+
+def test_bold_follows_the_printed_values(tmp_path):
+    rows = [{"method": m, "preset": m, "variant": m * 8, "data": "", "dataset": "synthetic",
+             "category": "weave", "metric": "image_auroc", "value": value, "config_hash": m}
+            for m, value in [("aa", 0.98996), ("bb", 0.9900)]]
+    write_tables([], pd.DataFrame(rows, columns=COLUMNS), tmp_path)
+    text = (tmp_path / "synthetic__cross_method.md").read_text()
+    assert "| weave | **99.0** | **99.0** |" in text
+
+
 def test_cpu_workers_split_the_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
@@ -113,7 +171,7 @@ grid:
   dataset.shots: [2, 999]
 """)
     summary = run_sweep(path)
-    assert summary == {"total": 2, "finished_before": 0, "ran": 1, "failed": 1}
+    assert summary == {"total": 2, "finished_before": 0, "ran": 1, "failed": 1, "skipped": 0}
     log = [json.loads(line) for line in
            (tmp_path / "runs" / "sweeps" / "failing" / "status.jsonl").read_text().splitlines()]
     failed = next(e for e in log if e["status"] == "failed")

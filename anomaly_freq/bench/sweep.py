@@ -136,18 +136,20 @@ def run_sweep(path: Path, executor: str = "local", jobs: int = 1, dry_run: bool 
         for p in todo:
             # shell-quoted and printed verbatim: overrides such as key=[a,b] are not markup
             console.print("  afreq run " + shlex.join(p.overrides), highlight=False,
-                          markup=False)
+                          markup=False, soft_wrap=True)
         return {"total": len(points), "finished_before": len(done), "to_run": len(todo)}
     log_dir = (points[0].output_root if points else Path("runs")) / "sweeps" / _slug(sweep.name)
     log_dir.mkdir(parents=True, exist_ok=True)
     if executor == "local":
-        failed = _run_local(todo, jobs, log_dir, console)
+        counts = _run_local(todo, jobs, log_dir, console)
     elif executor == "slurm":
-        failed = _run_submitit(sweep, todo, log_dir, console, submitit_cluster)
+        counts = _run_submitit(sweep, todo, log_dir, console, submitit_cluster)
     else:
         raise AfreqError(f"unknown executor '{executor}'; valid: local, slurm")
-    return {"total": len(points), "finished_before": len(done), "ran": len(todo) - failed,
-            "failed": failed}
+    if counts["skipped"]:
+        console.print(f"[yellow]{counts['skipped']} runs were taken by another sweep process or "
+                      "finished meanwhile[/]; run the sweep again once that process is done")
+    return {"total": len(points), "finished_before": len(done), **counts}
 
 
 def _slug(name: str) -> str:
@@ -179,11 +181,12 @@ def _gpu_count() -> int:
         return 0
 
 
-def _run_local(todo: list[Point], jobs: int, log_dir: Path, console: Console) -> int:
+def _run_local(todo: list[Point], jobs: int, log_dir: Path, console: Console) -> dict:
     """N worker subprocesses (one GPU each when there are GPUs), a lock per point."""
-    gpus = _gpu_count()
-    threads = _cpu_threads_per_job(jobs, gpus)
-    queue, running, failed, finished = list(todo), {}, 0, 0
+    devices = _visible_gpus()
+    threads = _cpu_threads_per_job(jobs, len(devices))
+    queue, running = list(todo), {}
+    counts = {"ran": 0, "failed": 0, "skipped": 0}
     with _progress(console) as progress:
         task = progress.add_task(_describe(0, 0, 0, len(todo)), total=len(todo))
         while queue or running:
@@ -191,9 +194,11 @@ def _run_local(todo: list[Point], jobs: int, log_dir: Path, console: Console) ->
                 point = queue.pop(0)
                 slot = next(i for i in range(max(1, jobs)) if i not in
                             {s for s, *_ in running.values()})
-                started = _start(point, slot, gpus, threads, log_dir)
-                if started is None:  # locked by another sweep process
-                    _record(log_dir, point, "skipped", "running in another process")
+                device = devices[slot % len(devices)] if devices else None
+                started = _start(point, device, threads, log_dir)
+                if started is None:
+                    counts["skipped"] += 1
+                    _record(log_dir, point, "skipped", "taken by another process or finished")
                     progress.advance(task)
                     continue
                 running[point] = (slot, *started)
@@ -203,20 +208,29 @@ def _run_local(todo: list[Point], jobs: int, log_dir: Path, console: Console) ->
                     continue
                 del running[point]
                 log.close()
-                lock.close()  # closing the file releases the flock
+                lock.close()  # the worker's copy closed when it exited: the flock is released
                 if proc.returncode == 0:
-                    finished += 1
+                    counts["ran"] += 1
                     _record(log_dir, point, "done")
                 else:
-                    failed += 1
+                    counts["failed"] += 1
                     tail = (log_dir / f"{point.hash}.log").read_text()[-2000:]
                     _record(log_dir, point, "failed", tail)
                     console.print(f"[red]failed[/] ({proc.returncode}): "
                                   f"{escape(shlex.join(point.overrides))}", highlight=False)
                 progress.advance(task)
-            progress.update(task, description=_describe(finished, len(running), failed,
-                                                        len(queue)))
-    return failed
+            progress.update(task, description=_describe(counts["ran"], len(running),
+                                                        counts["failed"], len(queue)))
+    return counts
+
+
+def _visible_gpus() -> list[str]:
+    """The GPU ids workers may use: the user's CUDA_VISIBLE_DEVICES, else every GPU."""
+    count = _gpu_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d for d in visible.split(",") if d.strip()][:count]
+    return [str(i) for i in range(count)]
 
 
 def _cpu_threads_per_job(jobs: int, gpus: int) -> int | None:
@@ -226,7 +240,10 @@ def _cpu_threads_per_job(jobs: int, gpus: int) -> int | None:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def _start(point: Point, slot: int, gpus: int, threads: int | None, log_dir: Path):
+def _claim(point: Point):
+    """The point's lock file, held; None when another process holds it or the point finished
+    since the sweep started. A worker inherits the lock, so it stays held while the worker
+    runs even if the sweep process is killed."""
     folder = point.output_root / ".locks"
     folder.mkdir(parents=True, exist_ok=True)
     lock = (folder / f"{point.hash}.lock").open("w")
@@ -235,23 +252,39 @@ def _start(point: Point, slot: int, gpus: int, threads: int | None, log_dir: Pat
     except BlockingIOError:
         lock.close()
         return None
+    if point.hash in finished_hashes(point.output_root):
+        lock.close()
+        return None
+    return lock
+
+
+def _start(point: Point, device: str | None, threads: int | None, log_dir: Path):
+    lock = _claim(point)
+    if lock is None:
+        return None
     env = dict(os.environ)
-    if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     log = (log_dir / f"{point.hash}.log").open("w")
     command = [sys.executable, "-m", "anomaly_freq.cli", "run", *point.overrides,
                "trainer.enable_progress_bar=false"]
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            pass_fds=(lock.fileno(),))
     return proc, lock, log
 
 
-def run_point(overrides: list[str]) -> None:
-    """What one submitit job executes."""
+def run_point(point: Point) -> str:
+    """What one submitit job executes: "done", or "skipped" when the point is taken."""
     from anomaly_freq.engine import run
 
-    run(load_config([*overrides, "trainer.enable_progress_bar=false"]))
+    lock = _claim(point)
+    if lock is None:
+        return "skipped"
+    with lock:
+        run(load_config([*point.overrides, "trainer.enable_progress_bar=false"]))
+    return "done"
 
 
 def _run_submitit(sweep: Sweep, todo: list[Point], log_dir: Path, console: Console,
@@ -261,16 +294,18 @@ def _run_submitit(sweep: Sweep, todo: list[Point], log_dir: Path, console: Conso
     executor = submitit.AutoExecutor(folder=str(log_dir / "submitit"), cluster=cluster)
     executor.update_parameters(**{"timeout_min": 24 * 60, **sweep.slurm})
     with executor.batch():
-        jobs = [executor.submit(run_point, list(p.overrides)) for p in todo]
-    failed = 0
+        jobs = [executor.submit(run_point, p) for p in todo]
+    counts = {"ran": 0, "failed": 0, "skipped": 0}
     with _progress(console) as progress:
         task = progress.add_task(f"submitted {len(jobs)} jobs", total=len(jobs))
         for point, job in zip(todo, jobs, strict=True):
             try:
-                job.result()
-                _record(log_dir, point, "done", f"job {job.job_id}")
+                status = job.result()
             except Exception as err:
-                failed += 1
+                counts["failed"] += 1
                 _record(log_dir, point, "failed", f"job {job.job_id}: {err}")
+            else:
+                counts["ran" if status == "done" else "skipped"] += 1
+                _record(log_dir, point, status, f"job {job.job_id}")
             progress.advance(task)
-    return failed
+    return counts

@@ -255,6 +255,13 @@ def _reproduced_summary(metric: str, points: list[Point],
     return value, _fmt(value)
 
 
+def one_row_per_config(results: pd.DataFrame) -> pd.DataFrame:
+    """Runs of one configuration (equal hash) count once, at their mean: a rerun is not a seed."""
+    keys = ["config_hash", "metric"]
+    mean = results.groupby(keys, sort=False, dropna=False)["value"].transform("mean")
+    return results.assign(value=mean).drop_duplicates(keys)
+
+
 def cross_method_blocks(results: pd.DataFrame) -> list[Block]:
     """Every method that has runs on the synthetic set, side by side; a set of blocks per data
     setting (the shipped set first, then e.g. ``defect_strength=0.3``)."""
@@ -302,8 +309,8 @@ def _cross_method_data_blocks(runs: pd.DataFrame, data: str) -> list[Block]:
 
 
 def _bold(block: Block) -> list[list[bool]]:
-    """Which cells hold their row's (or column's) maximum."""
-    grid = [numbers for _, _, numbers in block.rows]
+    """Which cells hold their row's (or column's) maximum, as printed (one decimal)."""
+    grid = [[None if n is None else round(n, 1) for n in numbers] for _, _, numbers in block.rows]
     lines = grid if block.best_by == "row" else [list(col) for col in zip(*grid, strict=True)]
     marks = [[n is not None and n == max((x for x in line if x is not None), default=None)
               for n in line] for line in lines]
@@ -351,6 +358,7 @@ def write_tables(sweep_files: list[Path], results: pd.DataFrame, out_dir: Path,
                  published_dir: Path = PUBLISHED_DIR) -> list[Path]:
     """Write Markdown, LaTeX and CSV per paper table and for the synthetic comparison."""
     published = load_published(published_dir)
+    results = one_row_per_config(results)
     written = []
     jobs = []
     for path in sweep_files:
