@@ -48,11 +48,11 @@ def load_checkpoint(path: Path, expected_method: str | None = None) -> tuple[Any
         raise AfreqError(f"{path} is not a readable afreq checkpoint ({err})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise AfreqError(f"{path} is not an afreq checkpoint (format {FORMAT} expected)")
-    name = payload["method"]
-    if expected_method and expected_method != name:
-        raise AfreqError(f"checkpoint {path} was trained with method '{name}', "
-                         f"not '{expected_method}'")
-    config = payload["config"]
+    name, config = payload["method"], payload["config"]
+    preset = config.get("method", {}).get("preset", name)
+    if expected_method and expected_method not in (name, preset):
+        raise AfreqError(f"checkpoint {path} was trained with method '{name}' (preset "
+                         f"'{preset}'), not '{expected_method}'")
     if isinstance(config.get("backbone"), dict):
         # the state_dict already holds the backbone: building it must not fetch weights again
         config["backbone"].update(pretrained=False, weights=None)

@@ -94,6 +94,10 @@ def _split_override(item: str) -> tuple[str, str, bool]:
 
 
 def _apply_override(cfg: DictConfig, key: str, raw: str, add: bool) -> None:
+    if key in (f"{group}.name" for group in GROUPS):
+        group = key.partition(".")[0]
+        raise AfreqError(f"choose the {group} with {group}={raw}, not {key}=...: that loads the "
+                         f"{group}'s own defaults too")
     *parents, leaf = key.split(".")
     node: Any = cfg
     for depth, part in enumerate(parents):
@@ -149,10 +153,12 @@ def _parse_value(raw: str) -> Any:
 def _coerce(key: str, old: Any, raw: str) -> Any:
     """Parse ``raw`` and check it against the type of the value it replaces."""
     new = _parse_value(raw)
-    if new is None or old is None or raw in ALTERNATIVES.get(key, ()):
-        return new
     if isinstance(old, DictConfig):
         raise AfreqError(f"'{key}' is a group of keys ({', '.join(old.keys())}); set one of them")
+    if new is None and not (old is None or isinstance(old, str)):
+        raise AfreqError(f"'{key}' cannot be null; its default is {old}")
+    if new is None or old is None or raw in ALTERNATIVES.get(key, ()):
+        return new
     if isinstance(old, bool):
         if isinstance(new, bool):
             return new

@@ -49,7 +49,9 @@ def predict_folder(checkpoint: Path, images: Path, out_dir: Path | None = None,
     (out_dir / "heatmaps").mkdir(parents=True, exist_ok=True)
     low, high = min(m.min() for m in maps), max(m.max() for m in maps)
     for path, picture, amap in zip(paths, pictures, maps, strict=True):
-        name = "__".join(path.relative_to(images).with_suffix(".png").parts)
+        name = "__".join(path.relative_to(images).parts)
+        if path.suffix.lower() != ".png":  # x.jpg → x.jpg.png, so that it cannot overwrite x.png
+            name += ".png"
         Image.fromarray(overlay(picture, amap, low, high)).save(out_dir / "heatmaps" / name)
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -33,9 +33,12 @@ def test_checkpoint_reproduces_the_run_scores(trained):
 
 def test_checkpoint_errors(trained, tmp_path):
     path = trained.run_dir / "model.pt"
-    with pytest.raises(AfreqError, match="trained with method 'freqstat', not 'fair'"):
+    with pytest.raises(AfreqError, match="trained with method 'freqstat' .*, not 'fair'"):
         load_checkpoint(path, expected_method="fair")
     payload = torch.load(path, weights_only=True)
+    payload["config"]["method"]["preset"] = "freqstat_fast"
+    torch.save(payload, tmp_path / "preset.pt")
+    load_checkpoint(tmp_path / "preset.pt", expected_method="freqstat_fast")  # method=<preset>
     payload["config"]["dataset"]["image_size"] = 32  # a different geometry
     torch.save(payload, tmp_path / "other.pt")
     with pytest.raises(AfreqError, match="does not fit method 'freqstat'"):
@@ -50,12 +53,14 @@ def test_cli_predict_writes_scores_and_heatmaps(trained, tmp_path):
     images.mkdir()
     for i in range(3):
         Image.new("RGB", (80, 80), (40 * i, 90, 120)).save(images / f"{i}.png")
+    Image.new("RGB", (80, 80), (200, 90, 120)).save(images / "0.jpg")  # same stem as 0.png
     out = tmp_path / "pred"
     result = run_cli(["predict", f"checkpoint={trained.run_dir / 'model.pt'}",
                       f"images={images}", f"output={out}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert len(list(csv.DictReader((out / "scores.csv").open()))) == 3
-    assert sorted(p.name for p in (out / "heatmaps").iterdir()) == ["0.png", "1.png", "2.png"]
+    assert len(list(csv.DictReader((out / "scores.csv").open()))) == 4
+    assert sorted(p.name for p in (out / "heatmaps").iterdir()) == ["0.jpg.png", "0.png",
+                                                                     "1.png", "2.png"]
     bad = run_cli(["predict", "checkpoint=nope.pt", f"images={images}"], cwd=tmp_path)
     assert bad.returncode == 2 and "nope.pt does not exist" in bad.stderr
 

@@ -112,3 +112,13 @@ def test_presets_and_per_dataset_settings(tmp_path):
     assert cfg.trainer.max_epochs == 7  # per_dataset applied for the synthetic set
     assert load_config(["method=freqstat_fast", "trainer.max_epochs=2"],
                        config_dir=tmp_path).trainer.max_epochs == 2
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("seed=null", "'seed' cannot be null; its default is 0"),
+    ("trainer=null", "'trainer' is a group of keys"),
+    ("method.name=fair", "choose the method with method=fair"),
+])
+def test_overrides_that_would_break_the_run_later_are_refused(override, needle):
+    with pytest.raises(AfreqError, match=needle):
+        load_config([override])
