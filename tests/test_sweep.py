@@ -38,6 +38,17 @@ def write_sweep(folder, text):
     return path
 
 
+def tiny_sweep(folder, name, category, grid=""):
+    """A sweep of tiny freqstat runs on one synthetic category, written into ``folder/runs``."""
+    return write_sweep(folder, f"""
+name: {name}
+overrides:
+{TINY}
+  - output.root={folder / 'runs'}
+  - dataset.category={category}
+{grid}""")
+
+
 def test_expand_grid_and_categories(tmp_path):
     path = write_sweep(tmp_path, f"""
 name: demo
@@ -100,13 +111,7 @@ grid:
 
 
 def test_a_worker_holds_its_point_after_the_sweep_dies(tmp_path):
-    path = write_sweep(tmp_path, f"""
-name: orphan
-overrides:
-{TINY}
-  - output.root={tmp_path / 'runs'}
-  - dataset.category=chip
-""")
+    path = tiny_sweep(tmp_path, "orphan", "chip")
     (point,) = expand(load_sweep(path))
     proc, lock, log = _start(point, None, None, tmp_path)
     lock.close()  # as if the sweep process were killed: the worker keeps the point locked
@@ -161,15 +166,7 @@ def test_cpu_workers_split_the_cores(monkeypatch):
 
 
 def test_sweep_keeps_going_past_a_failure(tmp_path):
-    path = write_sweep(tmp_path, f"""
-name: failing
-overrides:
-{TINY}
-  - output.root={tmp_path / 'runs'}
-  - dataset.category=weave
-grid:
-  dataset.shots: [2, 999]
-""")
+    path = tiny_sweep(tmp_path, "failing", "weave", "grid:\n  dataset.shots: [2, 999]\n")
     summary = run_sweep(path)
     assert summary == {"total": 2, "finished_before": 0, "ran": 1, "failed": 1, "skipped": 0}
     log = [json.loads(line) for line in
@@ -179,15 +176,7 @@ grid:
 
 
 def test_submitit_local_executor(tmp_path):
-    path = write_sweep(tmp_path, f"""
-name: cluster
-overrides:
-{TINY}
-  - output.root={tmp_path / 'runs'}
-  - dataset.category=granite
-grid:
-  seed: [0, 1]
-""")
+    path = tiny_sweep(tmp_path, "cluster", "granite", "grid:\n  seed: [0, 1]\n")
     summary = run_sweep(path, executor="slurm", submitit_cluster="local")
     assert summary["ran"] == 2 and summary["failed"] == 0
     assert len(list(finished_runs(tmp_path / "runs"))) == 2
