@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,13 @@ def finished_hashes(root: Path) -> dict[str, list[Path]]:
     return index
 
 
+def is_finished(root: Path, config_hash: str) -> bool:
+    """Whether a finished run of this configuration exists under ``root``; reads only the run
+    folders named after the hash (``<stamp>-<hash[:8]>``), not the whole store."""
+    return any(_protocol(marker.parent).get("config_hash") == config_hash
+               for marker in root.glob(f"*/*/*/*-{config_hash[:8]}*/{FINISHED_MARKER}"))
+
+
 def _protocol(run_dir: Path) -> dict:
     path = run_dir / "protocol.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -42,13 +50,16 @@ def _protocol(run_dir: Path) -> dict:
 def data_settings(cfg: DictConfig) -> str:
     """The dataset's own settings that differ from its config file, e.g. ``defect_strength=0.3``;
     empty for the data as shipped (a key an older run lacks counts as its default)."""
-    path = CONFIG_DIR / "dataset" / f"{cfg.dataset.name}.yaml"
-    if not path.exists():
-        return ""
-    shipped = OmegaConf.load(path).dataset
+    shipped = _shipped_dataset(cfg.dataset.name)
     return ", ".join(f"{key}={cfg.dataset[key]}" for key in shipped
                      if key not in NOT_DATA_KEYS and key in cfg.dataset
                      and cfg.dataset[key] != shipped[key])
+
+
+@functools.cache
+def _shipped_dataset(name: str) -> DictConfig:
+    path = CONFIG_DIR / "dataset" / f"{name}.yaml"
+    return OmegaConf.load(path).dataset if path.exists() else OmegaConf.create()
 
 
 def load_results(root: Path) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingC
 
 from anomaly_freq import registry
 from anomaly_freq.bench.rundir import config_hash
-from anomaly_freq.bench.store import finished_hashes
+from anomaly_freq.bench.store import finished_hashes, is_finished
 from anomaly_freq.config import load_config
 from anomaly_freq.engine import with_category
 from anomaly_freq.errors import AfreqError
@@ -252,7 +252,7 @@ def _claim(point: Point):
     except BlockingIOError:
         lock.close()
         return None
-    if point.hash in finished_hashes(point.output_root):
+    if is_finished(point.output_root, point.hash):
         lock.close()
         return None
     return lock
