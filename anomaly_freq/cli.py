@@ -61,9 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_spectrum)
 
     p = sub.add_parser("sweep", help="run a grid of runs from a sweep file, resumably")
-    p.add_argument("file", help="sweep YAML, e.g. experiments/fair/table1_mvtec.yaml")
+    p.add_argument("file", help="sweep YAML, e.g. experiments/fair/table1_mvtec_image.yaml")
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
-    p.add_argument("--jobs", type=int, default=1, help="parallel local workers (one GPU each)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="parallel local workers (at most visible GPUs / --devices-per-job)")
+    p.add_argument("--devices-per-job", type=int, default=1, metavar="D",
+                   help="GPUs of each local worker, one DDP run over them (default 1)")
     p.add_argument("--dry-run", action="store_true", help="list the runs that would start")
     p.set_defaults(func=cmd_sweep)
 
@@ -108,12 +111,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from anomaly_freq.config import load_config
 
     cfg = load_config(args.overrides)
-    from anomaly_freq.engine import run  # after the config: a mistyped key fails in a second
+    from anomaly_freq.engine import launched_rank, run  # after the config: a typo fails fast
 
-    console.print(f"afreq run: method=[bold]{cfg.method.name}[/] dataset=[bold]"
-                  f"{cfg.dataset.name}[/] category={cfg.dataset.category} seed={cfg.seed}")
+    lead = launched_rank() == 0  # DDP ranks other than 0 print nothing
+    if lead:
+        console.print(f"afreq run: method=[bold]{cfg.method.name}[/] dataset=[bold]"
+                      f"{cfg.dataset.name}[/] category={cfg.dataset.category} seed={cfg.seed}")
     results = run(cfg)
-    _print_results(results, cfg)
+    if lead:
+        _print_results(results, cfg)
     return 0
 
 
@@ -148,7 +154,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from anomaly_freq.bench.sweep import run_sweep
 
-    summary = run_sweep(Path(args.file), args.executor, args.jobs, args.dry_run, console)
+    summary = run_sweep(Path(args.file), args.executor, args.jobs, args.dry_run, console,
+                        devices_per_job=args.devices_per_job)
     console.print(summary)
     return 1 if summary.get("failed") else 0
 

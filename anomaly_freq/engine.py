@@ -8,6 +8,7 @@ only on success, ``metrics.json``.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import traceback
 import warnings
@@ -16,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from lightning_fabric.utilities.rank_zero import _get_rank
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.plugins.precision import MixedPrecision
 
 from anomaly_freq import registry
 from anomaly_freq.bench.rundir import (
@@ -45,7 +50,8 @@ class CategoryResult:
     category: str
     group: str
     metrics: dict[str, float]
-    run_dir: Path
+    run_dir: Path | None
+    lead: bool = True  # False on DDP ranks other than 0, which write and report nothing
 
 
 def categories_of(cfg: DictConfig, source: DatasetSource) -> list[str]:
@@ -65,7 +71,8 @@ def run(cfg: DictConfig) -> list[CategoryResult]:
             ": the maps would cover the crop and the masks the whole image; set eval.resolution"
             " to a size (e.g. eval.resolution=256)")
     source = registry.create_dataset(cfg.dataset.name, cfg)
-    return [run_category(cfg, source, category) for category in categories_of(cfg, source)]
+    results = [run_category(cfg, source, category) for category in categories_of(cfg, source)]
+    return [r for r in results if r.lead]
 
 
 def _quiet_lightning() -> None:
@@ -85,33 +92,43 @@ def with_category(cfg: DictConfig, category: str) -> DictConfig:
 
 
 def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> CategoryResult:
+    """Train and score one category. Under DDP every rank runs this; rank 0 alone creates the
+    run folder and writes results, the other ranks receive its path when training starts."""
     cfg = with_category(cfg, category)
     train, test = source.samples(category)
     if cfg.dataset.shots:
         train = draw_shots(train, cfg.dataset.shots, cfg.dataset.shot_seed)
-    run_dir = create_run_dir(cfg, category)
-    write_atomic(run_dir / "config.yaml", config_to_yaml(cfg))
-    write_json(run_dir / "environment.json", {"seed": cfg.seed, **environment()})
-    write_atomic(run_dir / "train_files.txt", _file_list(train))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    method = registry.create_method(cfg.method.name, cfg)
+    method.apply_speed_options()
+    evaluator = _make_evaluator(cfg)
+    shared = SharedRunDir()
+    callbacks: list[pl.Callback] = [shared, EvaluatorCallback(evaluator)]
+    cache = DecodeCache(cfg.dataset.cache, cache_dir() / "decoded")
+    datamodule = AnomalyDataModule.from_config(cfg, train, test, category, cache,
+                                               method.train_transform())
+    monitor = None
+    if cfg.eval.test_every_n_epochs:
+        monitor = BestOnTestMonitor(lambda: _make_evaluator(cfg), datamodule.predict_dataloader,
+                                    cfg.eval.test_every_n_epochs, list(cfg.eval.best_on_test_by),
+                                    None)
+        callbacks.append(monitor)
+    trainer = make_trainer(cfg, method, callbacks)  # bad devices/strategy fail before a folder
+    lead = trainer.global_rank == 0
+    if lead:
+        shared.path = create_run_dir(cfg, category)
+        write_atomic(shared.path / "config.yaml", config_to_yaml(cfg))
+        write_json(shared.path / "environment.json", {"seed": cfg.seed, **environment()})
+        write_atomic(shared.path / "train_files.txt", _file_list(train))
+        trainer.loggers = [pl.loggers.CSVLogger(str(shared.path), name="logs", version="")]
+        if monitor is not None:
+            monitor.path = shared.path / "test_curve.csv"
     try:
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        method = registry.create_method(cfg.method.name, cfg)
-        cache = DecodeCache(cfg.dataset.cache, cache_dir() / "decoded")
-        datamodule = AnomalyDataModule.from_config(cfg, train, test, category, cache)
-        def make_evaluator() -> Evaluator:
-            return Evaluator(cfg.eval.resolution, cfg.metrics.pro_variant, cfg.eval.normalisation)
-
-        evaluator = make_evaluator()
-        callbacks: list[pl.Callback] = [EvaluatorCallback(evaluator)]
-        monitor = None
-        if cfg.eval.test_every_n_epochs:
-            monitor = BestOnTestMonitor(make_evaluator, datamodule.predict_dataloader,
-                                     cfg.eval.test_every_n_epochs, list(cfg.eval.best_on_test_by),
-                                     run_dir / "test_curve.csv")
-            callbacks.append(monitor)
-        trainer = pl.Trainer(**trainer_kwargs(cfg, method, run_dir, callbacks))
         _guard_interrupt(trainer.fit, method, datamodule=datamodule)
         _guard_interrupt(trainer.predict, method, datamodule=datamodule, return_predictions=False)
+        if not lead:
+            return CategoryResult(category, source.group(category), {}, shared.path, lead=False)
+        run_dir = shared.path
         metrics = evaluator.compute()
         if monitor is not None:
             metrics.update(monitor.best())
@@ -121,15 +138,108 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
             save_checkpoint(method, cfg, run_dir / "model.pt")
         write_csv(run_dir / "scores.csv", evaluator.rows)
         write_json(run_dir / "protocol.json",
-                   {**protocol(cfg, method, len(train), len(test)), **evaluator.protocol()})
+                   {**protocol(cfg, method, len(train), len(test), trainer.world_size),
+                    **evaluator.protocol()})
         write_json(run_dir / "metrics.json", {"category": category, **metrics})
     except BaseException as err:
-        write_atomic(run_dir / "error.txt", "".join(traceback.format_exception(err)))
+        _record_error(shared.path, trainer.global_rank, err)
         raise
     return CategoryResult(category, source.group(category), metrics, run_dir)
 
 
-def trainer_kwargs(cfg: DictConfig, method: Any, run_dir: Path, callbacks: list) -> dict:
+def launched_rank() -> int:
+    """This process's global rank as its launcher (Lightning, torchrun, SLURM) set it."""
+    return _get_rank() or 0
+
+
+def _make_evaluator(cfg: DictConfig) -> Evaluator:
+    return Evaluator(cfg.eval.resolution, cfg.metrics.pro_variant, cfg.eval.normalisation)
+
+
+class SharedRunDir(pl.Callback):
+    """Rank 0's run folder, sent to every rank once the processes are connected."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        path = trainer.strategy.broadcast(None if self.path is None else str(self.path), src=0)
+        self.path = None if path is None else Path(path)
+
+
+def _record_error(run_dir: Path | None, rank: int, err: BaseException) -> None:
+    """error.txt in the run folder, holding the first failure: when one DDP rank fails, the
+    others fail next (their peer is gone) and must not hide the cause."""
+    if run_dir is None:
+        return
+    prefix = f"rank {rank} failed:\n" if rank else ""
+    text = prefix + "".join(traceback.format_exception(err))
+    tmp = run_dir / f".error.{os.getpid()}.tmp"
+    tmp.write_text(text)
+    try:
+        os.link(tmp, run_dir / "error.txt")  # fails if another rank recorded its error first
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+def make_trainer(cfg: DictConfig, method: Any, callbacks: list) -> pl.Trainer:
+    """The Lightning Trainer of a run; settings it cannot honour fail here, in one line that
+    names the keys, before any run folder exists."""
+    kwargs = trainer_kwargs(cfg, method, callbacks)
+    check_devices(kwargs)
+    several = kwargs.get("devices", 1) not in (1, "1") or int(kwargs.get("num_nodes", 1)) > 1
+    if several and not any(p.requires_grad for p in method.parameters()):
+        raise AfreqError(f"method {cfg.method.name} learns no parameters by gradient, so DDP "
+                         f"has nothing to synchronise; run it with trainer.devices=1")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+            trainer = pl.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AfreqError(f"{_trainer_settings(kwargs)} cannot run here: {first}") from err
+    check_precision(trainer, kwargs)
+    return trainer
+
+
+def _trainer_settings(kwargs: dict) -> str:
+    keys = ("accelerator", "devices", "num_nodes", "strategy", "precision")
+    return " ".join(f"trainer.{k}={kwargs[k]}" for k in keys if k in kwargs)
+
+
+def check_devices(kwargs: dict) -> None:
+    """trainer.devices within what this machine has (CUDA GPUs, or CPU cores for CPU DDP)."""
+    devices, accelerator = kwargs.get("devices", 1), str(kwargs.get("accelerator", "auto"))
+    if not isinstance(devices, int) or devices < 1:
+        return  # "auto", -1 and device lists are Lightning's to resolve
+    gpus = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus):
+        have, what = gpus, "CUDA GPU(s)"
+    else:
+        have, what = os.cpu_count() or 1, "CPU cores"
+    if have == 0:
+        raise AfreqError(f"trainer.accelerator={accelerator} asks for CUDA GPUs and this machine "
+                         "has none; set trainer.accelerator=cpu")
+    if devices > have:
+        raise AfreqError(f"trainer.devices={devices} but this machine has {have} {what}; set "
+                         f"trainer.devices to at most {have}" + (
+                             " (or trainer.accelerator=cpu for CPU processes)" if what.startswith(
+                                 "CUDA") else ""))
+
+
+def check_precision(trainer: pl.Trainer, kwargs: dict) -> None:
+    precision = str(kwargs.get("precision", "32-true"))
+    device = trainer.strategy.root_device
+    if (precision.startswith("bf16") and device.type == "cuda"
+            and not torch.cuda.is_bf16_supported()):
+        raise AfreqError(f"trainer.precision={precision} needs bfloat16, which "
+                         f"{torch.cuda.get_device_name(device)} lacks; use "
+                         "trainer.precision=16-mixed or 32-true")
+
+
+def trainer_kwargs(cfg: DictConfig, method: Any, callbacks: list) -> dict:
     """Trainer arguments from ``cfg.trainer``, overridden by the method's own requirements."""
     kwargs = dict(OmegaConf.to_container(cfg.trainer, resolve=True))
     for key, value in method.trainer_arguments.items():
@@ -138,17 +248,30 @@ def trainer_kwargs(cfg: DictConfig, method: Any, run_dir: Path, callbacks: list)
         kwargs[key] = value
     if kwargs.get("enable_progress_bar", True):
         callbacks = [*callbacks, pl.callbacks.RichProgressBar(leave=True)]
+    if kwargs.get("precision") == "16-mixed" and _on_cpu(kwargs):
+        # Lightning would quietly switch to bf16 on CPU; keep the float16 autocast asked for
+        kwargs.pop("precision")
+        kwargs["plugins"] = [MixedPrecision("16-mixed", "cpu")]
+    if str(kwargs.get("strategy")) == "ddp" and method.ddp_find_unused_parameters:
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
     return {
         **kwargs,
-        "default_root_dir": str(run_dir),
-        "logger": pl.loggers.CSVLogger(str(run_dir), name="logs", version=""),
+        "default_root_dir": str(cfg.output.root),
+        "logger": False,  # rank 0 gets its CSV log in the run folder once that exists
         "enable_checkpointing": False,
         "enable_model_summary": False,
+        "use_distributed_sampler": False,  # AnomalyDataModule shards by rank itself
         "callbacks": callbacks,
     }
 
 
-def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int) -> dict[str, Any]:
+def _on_cpu(kwargs: dict) -> bool:
+    accelerator = str(kwargs.get("accelerator", "auto"))
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
+def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int,
+             world_size: int = 1) -> dict[str, Any]:
     """What a reader needs to compare this result with another: the evaluation protocol."""
     return {
         "method": cfg.method.name,
@@ -167,6 +290,8 @@ def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int) -> dict[st
         "shot_copies": cfg.dataset.shot_copies,
         "n_train_images": n_train,
         "n_test_images": n_test,
+        "processes": world_size,
+        "precision": str(cfg.trainer.precision),
         "image_score": "method pred_score (raw)",
         "config_hash": config_hash(cfg),
     }

@@ -149,11 +149,18 @@ def one_thread():
 
 def test_cpu_training_run_detects_synthetic_anomalies(tmp_path, one_thread):
     # The ocrgan_fast preset (8-wide networks, 32×32, 40 epochs) on one synthetic category
-    # through the real engine.
-    cfg = load_config(["method=ocrgan_fast", "dataset.category=weave",
-                       f"output.root={tmp_path}", "trainer.enable_progress_bar=false",
-                       "output.report_images=0"])
-    (result,) = run(cfg)
-    assert result.metrics["image_auroc"] >= 0.70
-    assert 0.5 < result.metrics["pixel_auroc"] <= 1
-    assert (result.run_dir / "model.pt").exists()
+    # through the real engine. A single GAN run can collapse (measured over seeds 0–9 with the
+    # per-sample synthesis: 8 runs ≥ 0.95, two at 0.54 and 0.64), so the median of three
+    # seeds must detect the defects.
+    def one(seed: int):
+        (result,) = run(load_config([
+            "method=ocrgan_fast", "dataset.category=weave", f"seed={seed}",
+            f"output.root={tmp_path}", "trainer.enable_progress_bar=false",
+            "output.report_images=0", f"output.save_checkpoint={str(seed == 0).lower()}"]))
+        return result
+
+    results = [one(seed) for seed in (0, 1, 2)]
+    aurocs = sorted(r.metrics["image_auroc"] for r in results)
+    assert aurocs[1] >= 0.70, aurocs
+    assert all(0.5 < r.metrics["pixel_auroc"] <= 1 for r in results)
+    assert (results[0].run_dir / "model.pt").exists()

@@ -11,18 +11,25 @@ import time
 
 import pandas as pd
 import pytest
+import submitit
 from rich.console import Console
 
 from anomaly_freq.bench.published import PUBLISHED_DIR
 from anomaly_freq.bench.store import COLUMNS, finished_runs, load_results
 from anomaly_freq.bench.sweep import (
+    PointJob,
     _claim,
     _cpu_threads_per_job,
+    _decision_file,
     _start,
     expand,
+    gpu_slots,
     load_sweep,
+    local_overrides,
     run_point,
     run_sweep,
+    slurm_overrides,
+    slurm_parameters,
 )
 from anomaly_freq.bench.tables import write_tables
 from anomaly_freq.cli import main
@@ -175,11 +182,138 @@ def test_sweep_keeps_going_past_a_failure(tmp_path):
     assert "dataset.shots=999 is out of range" in failed["detail"]
 
 
-def test_submitit_local_executor(tmp_path):
-    path = tiny_sweep(tmp_path, "cluster", "granite", "grid:\n  seed: [0, 1]\n")
-    summary = run_sweep(path, executor="slurm", submitit_cluster="local")
+@pytest.mark.parametrize("cluster", ["local", "debug"])
+def test_submitit_executor_runs_a_job_array(tmp_path, cluster):
+    path = tiny_sweep(tmp_path, "cluster", "granite",
+                      "grid:\n  seed: [0, 1]\nslurm: {array_parallelism: 2, timeout_min: 30}\n")
+    summary = run_sweep(path, executor="slurm", submitit_cluster=cluster)
     assert summary["ran"] == 2 and summary["failed"] == 0
     assert len(list(finished_runs(tmp_path / "runs"))) == 2
+    again = run_sweep(path, executor="slurm", submitit_cluster=cluster)
+    assert again["finished_before"] == 2 and again["ran"] == 0
+
+
+def run_folders(root):
+    return [p for p in root.glob("*/*/*/*") if p.is_dir()]
+
+
+def test_a_requeued_point_runs_only_if_unfinished(tmp_path):
+    path = tiny_sweep(tmp_path, "requeue", "weave", "grid:\n  seed: [0, 1]\n")
+    finished, killed = expand(load_sweep(path))
+    job = PointJob()
+    assert job(finished) == "done" and job(killed) == "done"
+    # a job killed part way leaves a run folder without metrics.json
+    (killed_dir,) = [r for r in finished_runs(tmp_path / "runs") if killed.hash[:8] in r.name]
+    (killed_dir / "metrics.json").unlink()
+    for point, status, folders in ((finished, "skipped", 1), (killed, "done", 2)):
+        # preempted: submitit pickles checkpoint()'s submission and runs it after the requeue
+        resubmission = job.checkpoint(point)
+        assert resubmission.function is job and resubmission.args == (point,)
+        resubmission.dump(tmp_path / "submitted.pkl")
+        requeued = submitit.helpers.DelayedSubmission.load(tmp_path / "submitted.pkl")
+        assert requeued.result() == status
+        ours = [r for r in run_folders(tmp_path / "runs") if point.hash[:8] in r.name]
+        assert len(ours) == folders
+    assert len(list(finished_runs(tmp_path / "runs"))) == 2
+
+
+def test_only_rank_zero_takes_the_point(tmp_path):
+    path = tiny_sweep(tmp_path, "ranks", "chip")
+    (point,) = expand(load_sweep(path))
+    held = _claim(point)  # another sweep holds the point, so rank 0 of job 7 skips it ...
+    assert run_point(point, rank=0, tasks=2, job="7.0") == "skipped"
+    assert _decision_file(point, "7.0").read_text() == "skip"
+    assert run_point(point, rank=1, tasks=2, job="7.0") == "skipped"  # ... and so does rank 1
+    assert not run_folders(tmp_path / "runs")
+    # rank 0 of job 8 holds the lock and said "run": rank 1 joins the run without the lock
+    _decision_file(point, "8.0").write_text("run")
+    assert run_point(point, rank=1, tasks=2, job="8.0") == "done"
+    assert len(list(finished_runs(tmp_path / "runs"))) == 1
+    held.close()
+    assert run_point(point) == "skipped"
+
+
+def test_multi_task_jobs_are_one_ddp_run(tmp_path):
+    assert slurm_overrides({"nodes": 2, "tasks_per_node": 4, "gpus_per_node": 4}) == [
+        "trainer.devices=4", "trainer.num_nodes=2", "trainer.strategy=ddp"]
+    assert slurm_overrides({"tasks_per_node": 2}) == [
+        "trainer.devices=2", "trainer.num_nodes=1", "trainer.strategy=ddp"]
+    assert slurm_overrides({"gpus_per_node": 1}) == slurm_overrides({}) == []
+    with pytest.raises(AfreqError, match="slurm: nodes: 'two' must be a whole number"):
+        slurm_overrides({"nodes": "two"})
+    sweep = load_sweep(write_sweep(tmp_path, "slurm: {partition: gpu, array_parallelism: 8, "
+                                             "slurm_mem_gb: 32, nodes: 2}\n"))
+    assert slurm_parameters(sweep) == {"timeout_min": 1440, "slurm_partition": "gpu",
+                                       "slurm_array_parallelism": 8, "slurm_mem_gb": 32,
+                                       "nodes": 2}
+
+
+def test_gpu_slots_are_disjoint_sets(monkeypatch):
+    gpus = ["0", "1", "2", "3"]
+    assert gpu_slots(gpus, per_job=2, jobs=8) == [("0", "1"), ("2", "3")]
+    assert gpu_slots(gpus, per_job=1, jobs=2) == [("0",), ("1",)]
+    assert gpu_slots(["4", "6", "7"], per_job=2, jobs=8) == [("4", "6")]
+    assert gpu_slots([], per_job=2, jobs=8) == []  # CPU: --jobs workers share the cores
+    assert local_overrides(2, gpus=True) == ["trainer.devices=2", "trainer.strategy=ddp"]
+    assert local_overrides(1, gpus=True) == ["trainer.devices=1"]
+    assert local_overrides(1, gpus=False) == []
+    with pytest.raises(AfreqError, match="--devices-per-job 5 .* the 4 visible"):
+        gpu_slots(gpus, per_job=5, jobs=1)
+    with pytest.raises(AfreqError, match="--devices-per-job 0"):
+        gpu_slots(gpus, per_job=0, jobs=1)
+
+
+class FakeWorker:
+    """A worker process that is still running at its first poll and has ended at the second."""
+
+    live: list[set[str]] = []
+    started: list[tuple[str, list[str]]] = []
+
+    def __init__(self, command, env, **_):
+        self.devices = set(env["CUDA_VISIBLE_DEVICES"].split(","))
+        assert all(not self.devices & other for other in self.live), "two runs on one GPU"
+        self.live.append(self.devices)
+        self.started.append((env["CUDA_VISIBLE_DEVICES"], command))
+        self.polls, self.returncode = 0, None
+
+    def poll(self):
+        self.polls += 1
+        if self.polls < 2:
+            return None
+        self.live.remove(self.devices)
+        self.returncode = 0
+        return 0
+
+
+def test_each_local_worker_gets_its_own_gpus(tmp_path, monkeypatch):
+    from anomaly_freq.bench import sweep
+
+    monkeypatch.setattr(sweep, "_visible_gpus", lambda: ["0", "1", "2", "3"])
+    monkeypatch.setattr(sweep.subprocess, "Popen", FakeWorker)
+    monkeypatch.setattr(FakeWorker, "live", [])
+    monkeypatch.setattr(FakeWorker, "started", [])
+    path = tiny_sweep(tmp_path, "gpus", "weave", "grid:\n  seed: [0, 1, 2, 3, 4]\n")
+    console = Console(record=True, width=200)
+    summary = run_sweep(path, jobs=8, console=console, devices_per_job=2)
+    assert summary["ran"] == 5 and summary["failed"] == 0
+    # two workers at a time; a set freed by a finished worker goes to the next point
+    assert [gpus for gpus, _ in FakeWorker.started] == ["0,1", "2,3", "0,1", "2,3", "0,1"]
+    for _, command in FakeWorker.started:
+        assert command[-3:-1] == ["trainer.devices=2", "trainer.strategy=ddp"]
+    assert "--jobs 8 capped at 2: 4 GPUs visible, 2 per run" in console.export_text()
+
+
+def test_bad_devices_per_job(tmp_path, monkeypatch, capsys):
+    from anomaly_freq.bench import sweep
+
+    path = tiny_sweep(tmp_path, "gpus", "weave")
+    monkeypatch.setattr(sweep, "_visible_gpus", lambda: ["0", "1"])
+    assert main(["sweep", str(path), "--devices-per-job", "3", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--devices-per-job 3" in err and "the 2 visible (0,1)" in err
+    assert "--devices-per-job 2 or less" in err
+    assert main(["sweep", str(path), "--executor", "slurm", "--devices-per-job", "2"]) == 2
+    assert "on SLURM set gpus_per_node and tasks_per_node" in capsys.readouterr().err
 
 
 def test_results_export_and_tables(tmp_path, capsys):

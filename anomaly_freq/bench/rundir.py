@@ -52,9 +52,12 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-# Keys that change where or how visibly a run happens, never its numbers.
+# Keys that change where, how fast or how visibly a run happens, not the experiment (a DDP
+# run's process count is recorded in protocol.json).
 NON_EXPERIMENT_KEYS = ("output", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
-                       "dataset.num_workers", "dataset.cache", "dataset.root", "method.preset")
+                       "dataset.num_workers", "dataset.cache", "dataset.root", "method.preset",
+                       "method.channels_last", "method.compile", "trainer.devices",
+                       "trainer.num_nodes", "trainer.strategy")
 
 
 def config_hash(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> str:

@@ -5,6 +5,10 @@ Cartesian product), optional ``settings`` (a paper table's column label → extr
 optional ``published`` metadata for `afreq tables`. ``dataset.category: all`` expands to the
 dataset's categories. Each point is identified by the hash of its resolved config, so a point
 that already has a finished run anywhere under the output root is skipped.
+
+Locally, each worker gets its own set of ``--devices-per-job`` GPUs; on SLURM, each point is one
+task of a job array, requeued when preempted or timed out, and a job of several tasks is one DDP
+run whose rank 0 alone takes the point's lock.
 """
 
 from __future__ import annotations
@@ -17,17 +21,19 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import submitit
 import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
 from anomaly_freq import registry
-from anomaly_freq.bench.rundir import config_hash
+from anomaly_freq.bench.rundir import config_hash, write_atomic
 from anomaly_freq.bench.store import finished_hashes, is_finished
 from anomaly_freq.config import load_config
 from anomaly_freq.engine import with_category
@@ -35,6 +41,9 @@ from anomaly_freq.errors import AfreqError
 
 SWEEP_KEYS = {"name", "title", "overrides", "grid", "settings", "published", "deviations",
               "slurm"}
+# Short names a sweep file's slurm: mapping may use for submitit's slurm_* parameters.
+SLURM_ALIASES = {"partition": "slurm_partition", "array_parallelism": "slurm_array_parallelism"}
+DECISION_WAIT_S = 600  # how long a rank > 0 waits for rank 0 to say whether the point runs
 
 
 @dataclass
@@ -82,8 +91,9 @@ def load_sweep(path: Path) -> Sweep:
     )
 
 
-def expand(sweep: Sweep) -> list[Point]:
-    """Every run of the sweep, categories expanded, each with its config hash."""
+def expand(sweep: Sweep, devices: Sequence[str] = ()) -> list[Point]:
+    """Every run of the sweep, categories expanded, each with its config hash; ``devices``
+    (the executor's overrides) come last and are part of the hash."""
     points = []
     keys = list(sweep.grid)
     for setting, extra in sweep.settings.items():
@@ -96,7 +106,7 @@ def expand(sweep: Sweep) -> list[Point]:
             if categories == "all":
                 categories = registry.create_dataset(cfg.dataset.name, cfg).categories()
             for category in [categories] if isinstance(categories, str) else categories:
-                run = [*overrides, f"dataset.category={category}"]
+                run = [*overrides, f"dataset.category={category}", *devices]
                 resolved = with_category(load_config(run), category)
                 points.append(Point(setting, category, tuple(run), config_hash(resolved),
                                     Path(resolved.output.root)))
@@ -124,11 +134,27 @@ def pending(points: list[Point]) -> tuple[list[Point], list[Point]]:
 
 
 def run_sweep(path: Path, executor: str = "local", jobs: int = 1, dry_run: bool = False,
-              console: Console | None = None, submitit_cluster: str | None = None) -> dict:
+              console: Console | None = None, submitit_cluster: str | None = None,
+              devices_per_job: int = 1) -> dict:
     """Run every unfinished point; returns counts of done/skipped/failed."""
     console = console or Console()
     sweep = load_sweep(path)
-    points = expand(sweep)
+    if executor == "local":
+        gpus = _visible_gpus()
+        slots = gpu_slots(gpus, devices_per_job, jobs)
+        devices = local_overrides(devices_per_job, bool(slots))
+        if slots and jobs > len(slots):
+            console.print(f"--jobs {jobs} capped at {len(slots)}: {len(gpus)} GPUs visible, "
+                          f"{devices_per_job} per run (--devices-per-job)", highlight=False)
+    elif executor == "slurm":
+        if devices_per_job != 1:
+            raise AfreqError(f"--devices-per-job {devices_per_job} is for --executor local; on "
+                             "SLURM set gpus_per_node and tasks_per_node in the sweep file's "
+                             "slurm: mapping")
+        devices = slurm_overrides(sweep.slurm)
+    else:
+        raise AfreqError(f"unknown executor '{executor}'; valid: local, slurm")
+    points = expand(sweep, devices)
     todo, done = pending(points)
     console.print(f"sweep {sweep.name}: {len(points)} runs, {len(done)} already finished, "
                   f"{len(todo)} to run")
@@ -141,11 +167,9 @@ def run_sweep(path: Path, executor: str = "local", jobs: int = 1, dry_run: bool 
     log_dir = (points[0].output_root if points else Path("runs")) / "sweeps" / _slug(sweep.name)
     log_dir.mkdir(parents=True, exist_ok=True)
     if executor == "local":
-        counts = _run_local(todo, jobs, log_dir, console)
-    elif executor == "slurm":
-        counts = _run_submitit(sweep, todo, log_dir, console, submitit_cluster)
+        counts = _run_local(todo, jobs, log_dir, console, slots, devices_per_job)
     else:
-        raise AfreqError(f"unknown executor '{executor}'; valid: local, slurm")
+        counts = _run_submitit(sweep, todo, log_dir, console, submitit_cluster)
     if counts["skipped"]:
         console.print(f"[yellow]{counts['skipped']} runs were taken by another sweep process or "
                       "finished meanwhile[/]; run the sweep again once that process is done")
@@ -181,32 +205,71 @@ def _gpu_count() -> int:
         return 0
 
 
-def _run_local(todo: list[Point], jobs: int, log_dir: Path, console: Console) -> dict:
-    """N worker subprocesses (one GPU each when there are GPUs), a lock per point."""
-    devices = _visible_gpus()
-    threads = _cpu_threads_per_job(jobs, len(devices))
+def gpu_slots(gpus: list[str], per_job: int, jobs: int) -> list[tuple[str, ...]]:
+    """Disjoint sets of ``per_job`` GPU ids, one per local worker, at most ``jobs`` of them;
+    empty without GPUs (the workers then run on the CPU)."""
+    if per_job < 1:
+        raise AfreqError(f"--devices-per-job {per_job}: give 1 or more GPUs per run")
+    if not gpus:
+        return []
+    if per_job > len(gpus):
+        raise AfreqError(f"--devices-per-job {per_job} asks for more GPUs per run than the "
+                         f"{len(gpus)} visible ({','.join(gpus)}); use --devices-per-job "
+                         f"{len(gpus)} or less, or make more GPUs visible (CUDA_VISIBLE_DEVICES)")
+    count = min(max(1, jobs), len(gpus) // per_job)
+    return [tuple(gpus[i * per_job:(i + 1) * per_job]) for i in range(count)]
+
+
+def local_overrides(per_job: int, gpus: bool) -> list[str]:
+    """What a local worker's run is told about its devices: DDP over them when there are two
+    or more."""
+    if per_job > 1:
+        return [f"trainer.devices={per_job}", "trainer.strategy=ddp"]
+    return ["trainer.devices=1"] if gpus else []
+
+
+def slurm_overrides(slurm: dict[str, Any]) -> list[str]:
+    """A job of ``nodes × tasks_per_node`` tasks is one DDP run over them; Lightning's
+    SLURMEnvironment reads the ranks that srun started."""
+    nodes, tasks = _count(slurm, "nodes", 1), _count(slurm, "tasks_per_node", 1)
+    if nodes * tasks <= 1:
+        return []
+    return [f"trainer.devices={tasks}", f"trainer.num_nodes={nodes}", "trainer.strategy=ddp"]
+
+
+def _count(slurm: dict[str, Any], key: str, default: int) -> int:
+    value = slurm.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise AfreqError(f"slurm: {key}: {value!r} must be a whole number, e.g. {key}: 2")
+    return value
+
+
+def _run_local(todo: list[Point], jobs: int, log_dir: Path, console: Console,
+               slots: Sequence[tuple[str, ...]] = (), devices_per_job: int = 1) -> dict:
+    """One worker subprocess per GPU set of ``slots`` (without GPUs: ``jobs`` workers sharing
+    the cores), a lock per point; a worker's GPUs go to the next point when it ends."""
+    threads = _cpu_threads_per_job(jobs, len(slots), devices_per_job)
+    free: list[tuple[str, ...] | None] = [*slots] or [None] * max(1, jobs)
     queue, running = list(todo), {}
     counts = {"ran": 0, "failed": 0, "skipped": 0}
     with _progress(console) as progress:
         task = progress.add_task(_describe(0, 0, 0, len(todo)), total=len(todo))
         while queue or running:
-            while queue and len(running) < max(1, jobs):
+            while queue and free:
                 point = queue.pop(0)
-                slot = next(i for i in range(max(1, jobs)) if i not in
-                            {s for s, *_ in running.values()})
-                device = devices[slot % len(devices)] if devices else None
-                started = _start(point, device, threads, log_dir)
+                started = _start(point, free[0], threads, log_dir)
                 if started is None:
                     counts["skipped"] += 1
                     _record(log_dir, point, "skipped", "taken by another process or finished")
                     progress.advance(task)
                     continue
-                running[point] = (slot, *started)
+                running[point] = (free.pop(0), *started)
             time.sleep(0.2)
-            for point, (_slot, proc, lock, log) in list(running.items()):
+            for point, (slot, proc, lock, log) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 del running[point]
+                free.append(slot)
                 log.close()
                 lock.close()  # the worker's copy closed when it exited: the flock is released
                 if proc.returncode == 0:
@@ -229,15 +292,16 @@ def _visible_gpus() -> list[str]:
     count = _gpu_count()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return [d for d in visible.split(",") if d.strip()][:count]
+        return [d.strip() for d in visible.split(",") if d.strip()][:count]
     return [str(i) for i in range(count)]
 
 
-def _cpu_threads_per_job(jobs: int, gpus: int) -> int | None:
-    """Without GPUs, N workers share the cores instead of each starting one thread per core."""
-    if gpus or jobs <= 1 or "OMP_NUM_THREADS" in os.environ:
+def _cpu_threads_per_job(jobs: int, gpus: int, per_job: int = 1) -> int | None:
+    """Without GPUs, N workers (of ``per_job`` processes each) share the cores instead of each
+    process starting one thread per core."""
+    if gpus or jobs * per_job <= 1 or "OMP_NUM_THREADS" in os.environ:
         return None
-    return max(1, (os.cpu_count() or 1) // jobs)
+    return max(1, (os.cpu_count() or 1) // (jobs * per_job))
 
 
 def _claim(point: Point):
@@ -258,13 +322,14 @@ def _claim(point: Point):
     return lock
 
 
-def _start(point: Point, device: str | None, threads: int | None, log_dir: Path):
+def _start(point: Point, gpus: Sequence[str] | None, threads: int | None, log_dir: Path):
+    """The worker of one point, seeing exactly ``gpus``; None when the point is taken."""
     lock = _claim(point)
     if lock is None:
         return None
     env = dict(os.environ)
-    if device is not None:
-        env["CUDA_VISIBLE_DEVICES"] = device
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     log = (log_dir / f"{point.hash}.log").open("w")
@@ -275,26 +340,86 @@ def _start(point: Point, device: str | None, threads: int | None, log_dir: Path)
     return proc, lock, log
 
 
-def run_point(point: Point) -> str:
-    """What one submitit job executes: "done", or "skipped" when the point is taken."""
+def run_point(point: Point, rank: int = 0, tasks: int = 1, job: str = "") -> str:
+    """One point in a submitit job: "done", or "skipped" when it is taken or finished. Rank 0
+    alone takes the lock and decides; the other ranks of job ``job`` follow its decision."""
     from anomaly_freq.engine import run
 
+    cfg = load_config([*point.overrides, "trainer.enable_progress_bar=false"])
+    if rank:
+        if not _await_decision(point, job):
+            return "skipped"
+        run(cfg)
+        return "done"
     lock = _claim(point)
+    if tasks > 1:
+        write_atomic(_decision_file(point, job), "run" if lock else "skip")
     if lock is None:
         return "skipped"
     with lock:
-        run(load_config([*point.overrides, "trainer.enable_progress_bar=false"]))
+        run(cfg)
     return "done"
 
 
-def _run_submitit(sweep: Sweep, todo: list[Point], log_dir: Path, console: Console,
-                  cluster: str | None) -> int:
-    import submitit
+def _decision_file(point: Point, job: str) -> Path:
+    return point.output_root / ".locks" / f"{point.hash}.{job}.decision"
 
+
+def _await_decision(point: Point, job: str, wait_s: float = DECISION_WAIT_S) -> bool:
+    """Whether rank 0 of ``job`` took the point; waits for it to write its decision."""
+    path = _decision_file(point, job)
+    deadline = time.monotonic() + wait_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AfreqError(f"job {job}: rank 0 wrote no decision to {path} within {wait_s:.0f} "
+                             f"s; output.root ({point.output_root}) must be a folder that every "
+                             "node of the job shares")
+        time.sleep(1)
+    return path.read_text() == "run"
+
+
+def _job_context() -> tuple[int, int, str]:
+    """(global rank, number of tasks, attempt id) of the running job; rank 0 of 1 outside
+    one. The attempt id changes when SLURM requeues the job."""
+    try:
+        env = submitit.JobEnvironment()
+        rank, tasks, job = env.global_rank, env.num_tasks, env.job_id
+    except RuntimeError:
+        rank, tasks = int(os.environ.get("SLURM_PROCID", 0)), int(os.environ.get("SLURM_NTASKS", 1))
+        job = os.environ.get("SLURM_JOB_ID", "")
+    return rank, tasks, f"{job}.{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+
+
+class PointJob(submitit.helpers.Checkpointable):
+    """What each submitit job runs: one point. Preempted or timed out, it is requeued with the
+    same point; the lock and the finished check then run it again or report it done."""
+
+    def __call__(self, point: Point) -> str:
+        return run_point(point, *_job_context())
+
+    def checkpoint(self, point: Point) -> submitit.helpers.DelayedSubmission:
+        """The resubmission of this point, which submitit requeues."""
+        return submitit.helpers.DelayedSubmission(self, point)
+
+
+def slurm_parameters(sweep: Sweep) -> dict[str, Any]:
+    """submitit parameters from the sweep file's slurm: mapping (``partition`` and
+    ``array_parallelism`` may drop their ``slurm_`` prefix)."""
+    return {"timeout_min": 24 * 60,
+            **{SLURM_ALIASES.get(key, key): value for key, value in sweep.slurm.items()}}
+
+
+def _run_submitit(sweep: Sweep, todo: list[Point], log_dir: Path, console: Console,
+                  cluster: str | None) -> dict:
+    """Every point as one task of a job array; waits for them all."""
     executor = submitit.AutoExecutor(folder=str(log_dir / "submitit"), cluster=cluster)
-    executor.update_parameters(**{"timeout_min": 24 * 60, **sweep.slurm})
-    with executor.batch():
-        jobs = [executor.submit(run_point, p) for p in todo]
+    try:
+        executor.update_parameters(**slurm_parameters(sweep))
+    except (NameError, AssertionError, TypeError, ValueError) as err:
+        raise AfreqError(f"sweep file {sweep.path}: the slurm: mapping is not valid for "
+                         f"submitit: {err}") from err
+    _warn_idle_gpus(sweep.slurm, console)
+    jobs = executor.map_array(PointJob(), todo) if todo else []
     counts = {"ran": 0, "failed": 0, "skipped": 0}
     with _progress(console) as progress:
         task = progress.add_task(f"submitted {len(jobs)} jobs", total=len(jobs))
@@ -309,3 +434,11 @@ def _run_submitit(sweep: Sweep, todo: list[Point], log_dir: Path, console: Conso
                 _record(log_dir, point, status, f"job {job.job_id}")
             progress.advance(task)
     return counts
+
+
+def _warn_idle_gpus(slurm: dict[str, Any], console: Console) -> None:
+    gpus, tasks = _count(slurm, "gpus_per_node", 0), _count(slurm, "tasks_per_node", 1)
+    if gpus > tasks:
+        console.print(f"[yellow]slurm: gpus_per_node={gpus} but tasks_per_node={tasks}[/]: each "
+                      f"task's run uses one GPU; set tasks_per_node={gpus} for one DDP run over "
+                      f"all {gpus}", highlight=False)

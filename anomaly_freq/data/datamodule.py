@@ -1,4 +1,9 @@
-"""The LightningDataModule that serves every dataset's samples in the batch format."""
+"""The LightningDataModule that serves every dataset's samples in the batch format.
+
+Training items go through the method's per-sample synthesis (`data.pipeline`) in loader
+workers; under DDP each rank trains on its seeded share and predicts a disjoint shard of the
+test set, so every test image is scored exactly once.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,18 @@ from collections.abc import Sequence
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.data.fewshot import RotatedCopies
 from anomaly_freq.data.images import decode_image, decode_mask
 from anomaly_freq.data.mvtec_layout import Sample
+from anomaly_freq.data.pipeline import EpochSampler, SampleTransform, ShardSampler, SynthesisDataset
 
 
 class SampleDataset(Dataset):
-    """Decodes samples into dicts: image, mask, label, path, mask_path, category, defect."""
+    """Decodes samples into dicts: image, mask, label, path, mask_path, category, defect and
+    index (the sample's position, by which predictions from several ranks are merged)."""
 
     def __init__(self, samples: Sequence[Sample], category: str, image_size: int,
                  crop: int | None = None, cache: DecodeCache | None = None) -> None:
@@ -48,6 +55,7 @@ class SampleDataset(Dataset):
             "mask_path": str(s.mask) if s.mask else "",
             "category": self.category,
             "defect": s.defect,
+            "index": index,
         }
 
 
@@ -60,15 +68,18 @@ class AnomalyDataModule(pl.LightningDataModule):
     """Training batches hold normal images only; test/predict batches hold the whole test set."""
 
     def __init__(self, train: Dataset, test: Dataset, batch_size: int = 8,
-                 eval_batch_size: int = 16, num_workers: int = 0, seed: int = 0) -> None:
+                 eval_batch_size: int = 16, num_workers: int = 0, seed: int = 0,
+                 train_transform: SampleTransform | None = None) -> None:
         super().__init__()
-        self.train_set, self.test_set = train, test
+        self.train_set = SynthesisDataset(train, train_transform, seed)
+        self.test_set = test
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
 
     @classmethod
     def from_config(cls, cfg: DictConfig, train: Sequence[Sample], test: Sequence[Sample],
-                    category: str, cache: DecodeCache) -> AnomalyDataModule:
+                    category: str, cache: DecodeCache,
+                    train_transform: SampleTransform | None = None) -> AnomalyDataModule:
         d = cfg.dataset
         workers = default_workers() if d.num_workers is None else int(d.num_workers)
         if cache.mode == "memory" and workers > 0:
@@ -80,23 +91,27 @@ class AnomalyDataModule(pl.LightningDataModule):
         train_set = make(train)
         if d.shot_copies:
             train_set = RotatedCopies(train_set, d.shot_copies, d.shot_rotation, d.shot_seed)
-        return cls(train_set, make(test), d.batch_size, d.eval_batch_size, workers, cfg.seed)
+        return cls(train_set, make(test), d.batch_size, d.eval_batch_size, workers, cfg.seed,
+                   train_transform)
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-        )
+    def _ranks(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler) -> DataLoader:
+        on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=on_gpu)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        rank, world = self._ranks()
+        sampler = EpochSampler(len(self.train_set), self.seed, True, rank, world)
+        return self._loader(self.train_set, self.batch_size, sampler)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.test_set, self.eval_batch_size,
+                            ShardSampler(len(self.test_set), *self._ranks()))
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

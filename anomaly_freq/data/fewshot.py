@@ -47,4 +47,5 @@ class RotatedCopies(Dataset):
         item["image"] = TF.rotate(item["image"], angle, TF.InterpolationMode.BILINEAR, fill=0.0)
         item["mask"] = TF.rotate(item["mask"], angle, TF.InterpolationMode.NEAREST, fill=0.0)
         item["rotation"] = torch.tensor(angle)
+        item["index"] = index
         return item

@@ -5,15 +5,25 @@ returns per image a raw `anomaly_map` (B×1×H×W, higher = more anomalous) and 
 (B). It never computes metrics and never normalises with test-set statistics: the evaluator owns
 both. Register it with ``@register_method("name")`` and give it defaults in
 ``configs/method/<name>.yaml`` (or a ``default_config`` dict for out-of-tree plugins).
+
+Training-time synthesis that works on one image at a time belongs in `train_transform`: the
+training dataset applies it in loader workers (`data.pipeline`), keyed by (seed, epoch, index).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
+from torch.utils.data import default_collate
+
+from anomaly_freq.synth.rng import keyed_generator
+
+if TYPE_CHECKING:
+    from anomaly_freq.data.pipeline import SampleTransform
 
 LearningType = Literal["one_class", "few_shot"]
 
@@ -27,6 +37,10 @@ class AnomalyModule(pl.LightningModule):
     #: Defaults for plugins that ship no YAML file; merged into the run configuration.
     default_config: ClassVar[dict[str, Any]] = {}
     registry_name: ClassVar[str]
+    #: Under ``trainer.strategy=ddp``: parameters that some backward passes leave unused (GANs).
+    ddp_find_unused_parameters: ClassVar[bool] = False
+    #: Submodules that ``method.channels_last`` and ``method.compile`` apply to.
+    speed_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
@@ -39,12 +53,59 @@ class AnomalyModule(pl.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, torch.Tensor]:
         return self.predict_step(batch, batch_idx)
 
+    def train_transform(self) -> SampleTransform | None:
+        """The per-sample training synthesis the dataset applies in loader workers, if any."""
+        return None
+
+    def with_synthesis(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``batch`` with `train_transform` applied, here in the main process, if the loader
+        did not (a loader other than AnomalyDataModule's); draws keyed by (seed, epoch, step,
+        position), textures borrowed from the batch."""
+        transform = self.train_transform()
+        if transform is None or batch.get("synthesised") is not None:
+            return batch
+        n = len(batch["image"])
+        items = [{k: v[i] for k, v in batch.items() if _per_sample(v, n)} for i in range(n)]
+        clean = [{k: v.cpu() if torch.is_tensor(v) else v for k, v in item.items()}
+                 for item in items]
+        seed = int(self.cfg.seed)
+        done = [transform(item, keyed_generator(seed, self.current_epoch, self.global_step, i),
+                          clean) for i, item in enumerate(clean)]
+        return self.transfer_batch_to_device(default_collate(done), self.device, 0)
+
+    def step_generator(self) -> torch.Generator:
+        """Generator on the model's device for batched draws (feature noise), seeded by
+        (seed, global step, rank): reproducible, and different on every rank."""
+        rank = self.global_rank if self._trainer is not None else 0
+        return keyed_generator(int(self.cfg.seed), self.global_step, rank, device=self.device)
+
+    def apply_speed_options(self) -> None:
+        """``method.channels_last`` and ``method.compile`` (torch.compile in place, so the
+        state dict keeps its keys) on the method's `speed_modules`."""
+        m = self.cfg.method
+        for name in self.speed_modules:
+            module = getattr(self, name)
+            if m.get("channels_last"):
+                module.to(memory_format=torch.channels_last)
+            if m.get("compile"):
+                module.compile()
+
     def prepare_for_inference(self) -> None:
         """Derive what scoring needs from training data (statistics, say). Called after
         training and, when the test-set monitor is on, before each of its evaluations."""
 
     def on_train_end(self) -> None:
         self.prepare_for_inference()
+
+
+def _per_sample(value: Any, n: int) -> bool:
+    return (torch.is_tensor(value) and value.ndim > 0 and len(value) == n) or (
+        isinstance(value, list) and len(value) == n)
+
+
+def full_precision(like: torch.Tensor) -> AbstractContextManager:
+    """Autocast off on ``like``'s device: losses, maps and scores stay float32 under AMP."""
+    return torch.autocast(like.device.type, enabled=False)
 
 
 def check_outputs(outputs: Any, batch: dict[str, Any], method: str) -> None:

@@ -49,6 +49,7 @@ class Evaluator:
         self.masks: list[np.ndarray] = []  # bool H×W, same sizes
         self.parts: list[np.ndarray] = []  # per-image K×H×W map parts, when a method gives them
         self.score_parts: list[np.ndarray] = []
+        self.indices: list[int] = []  # each image's position in the test set
         self.has_masks = True
 
     def update(self, batch: dict[str, Any], outputs: dict[str, torch.Tensor]) -> None:
@@ -74,6 +75,32 @@ class Evaluator:
                 "path": path, "category": batch["category"][i], "defect": batch["defect"][i],
                 "label": label, "pred_score": float(scores[i]),
             })
+            self.indices.append(int(batch["index"][i]) if "index" in batch
+                                else len(self.indices))
+
+    def gather(self) -> None:
+        """Merge every rank's share of the test set into this evaluator, on every rank.
+
+        Ranks predict disjoint shards; the union is put back in test-set order and an image
+        that reached two ranks counts once, so the metrics equal one device's.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        fields = ("rows", "maps", "masks", "parts", "score_parts", "indices")
+        shards: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, ({f: getattr(self, f) for f in fields}, self.has_masks))
+        seen: dict[int, tuple[dict[str, list], int]] = {}
+        for state, _ in shards:
+            for position, index in enumerate(state["indices"]):
+                seen.setdefault(index, (state, position))
+        order = sorted(seen)
+        for f in fields:
+            if not any(state[f] for state, _ in shards):  # no map parts from this method
+                continue
+            setattr(self, f, [seen[i][0][f][seen[i][1]] for i in order])
+        self.has_masks = all(has for _, has in shards)
 
     def _mask(self, batch: dict[str, Any], i: int, mask_path: str) -> np.ndarray:
         if self.resolution != "original":
@@ -186,3 +213,6 @@ class EvaluatorCallback(pl.Callback):
         name = getattr(pl_module, "registry_name", type(pl_module).__name__)
         check_outputs(outputs, batch, name)
         self.evaluator.update(batch, outputs)
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        self.evaluator.gather()

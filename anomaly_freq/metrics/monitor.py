@@ -41,7 +41,7 @@ class BestOnTestMonitor(pl.Callback):
     """
 
     def __init__(self, make_evaluator: Callable[[], Evaluator], loader: Callable[[], Iterable],
-                 every_n_epochs: int, select_by: list[str], path: Path) -> None:
+                 every_n_epochs: int, select_by: list[str], path: Path | None) -> None:
         if every_n_epochs < 1:
             raise AfreqError(f"eval.test_every_n_epochs={every_n_epochs} must be at least 1 "
                              "(0 turns the test-set monitor off)")
@@ -81,13 +81,15 @@ class BestOnTestMonitor(pl.Callback):
                 for i, batch in enumerate(self.loader):
                     batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
                     evaluator.update(batch, pl_module.predict_step(batch, i))
+            evaluator.gather()
             metrics = evaluator.compute(pixel=self.pixel)
         finally:
             pl_module.on_predict_end()
             pl_module.train(was_training)
             _restore_random_states(states)
         self.curve.append({"epoch": self.epochs_done, **metrics})
-        write_csv(self.path, self.curve)
+        if self.path is not None:  # None on the ranks other than 0
+            write_csv(self.path, self.curve)
 
     def best(self) -> dict[str, float]:
         """The chosen evaluation's metrics, prefixed; empty when none ran or none can choose."""

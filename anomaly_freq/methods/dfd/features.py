@@ -92,9 +92,9 @@ def _pool_channels(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``adaptive_avg_pool1d`` to ``dim`` along axis 1 of a B×L×T tensor."""
     b, length, t = x.shape
     if length % dim == 0:  # equal windows of consecutive entries: a reshape and a mean
-        return x.view(b, dim, length // dim, t).mean(2)
+        return x.reshape(b, dim, length // dim, t).mean(2)
     rows = x.transpose(1, 2).reshape(b * t, 1, length)
-    return F.adaptive_avg_pool1d(rows, dim).view(b, t, dim).transpose(1, 2)
+    return F.adaptive_avg_pool1d(rows, dim).reshape(b, t, dim).transpose(1, 2)
 
 
 def neighbourhoods(fmap: torch.Tensor) -> torch.Tensor:
@@ -103,7 +103,7 @@ def neighbourhoods(fmap: torch.Tensor) -> torch.Tensor:
     b, c, h, w = fmap.shape
     padded = F.pad(fmap, (1, 1, 1, 1))
     shifts = [padded[:, :, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)]
-    return torch.stack(shifts, dim=2).view(b, c * 9, h * w)
+    return torch.stack(shifts, dim=2).reshape(b, c * 9, h * w)
 
 
 def local_aggregate(maps: list[torch.Tensor], dim: int = 1536) -> torch.Tensor:
@@ -120,7 +120,7 @@ def local_aggregate(maps: list[torch.Tensor], dim: int = 1536) -> torch.Tensor:
     per_layer = []
     for fmap in maps:
         c, h, w = fmap.shape[1:]
-        pooled = _pool_channels(neighbourhoods(fmap), dim).view(b, dim, h, w)
+        pooled = _pool_channels(neighbourhoods(fmap), dim).reshape(b, dim, h, w)
         if (h, w) != grid:
             pooled = F.interpolate(pooled, size=grid, mode="bilinear", align_corners=False)
         per_layer.append(pooled.flatten(2))

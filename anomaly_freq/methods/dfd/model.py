@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.freq import gaussian_pyramid_split
-from anomaly_freq.methods.base import AnomalyModule
+from anomaly_freq.methods.base import AnomalyModule, full_precision
 from anomaly_freq.methods.dfd import losses
 from anomaly_freq.methods.dfd.features import (
     IMAGENET_MEAN,
@@ -35,7 +35,7 @@ from anomaly_freq.methods.dfd.networks import (
     GaussianDiscriminator,
     PerlinDiscriminator,
 )
-from anomaly_freq.methods.dfd.synthesis import PseudoAnomalies
+from anomaly_freq.methods.dfd.synthesis import PseudoAnomalies, TrainingSample
 from anomaly_freq.registry import register_method
 
 BANDS = ("low", "high")
@@ -46,6 +46,7 @@ class DFD(AnomalyModule):
     """Few-shot DFD; ``configs/method/dfd.yaml`` documents every option."""
 
     learning_type = "few_shot"
+    speed_modules = ("features", "adaptor", "gaussian", "perlin")
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
@@ -80,11 +81,12 @@ class DFD(AnomalyModule):
     # ---------------------------------------------------------------- features
 
     def bands(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """ImageNet-normalised low and high bands of [0,1] RGB images (split first)."""
+        """ImageNet-normalised low and high bands of [0,1] RGB images (split first, fp32)."""
         if self.bgr:
             images = images.flip(1)  # the code reads BGR and normalises with RGB constants
-        low, high = gaussian_pyramid_split(images, mode=self.pyramid_mode)
-        return {"low": (low - self.mean) / self.std, "high": (high - self.mean) / self.std}
+        with full_precision(images):
+            low, high = gaussian_pyramid_split(images.float(), mode=self.pyramid_mode)
+            return {"low": (low - self.mean) / self.std, "high": (high - self.mean) / self.std}
 
     def adapted(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Adapted token features (B·T)×D per band; one backbone pass for both bands."""
@@ -124,25 +126,34 @@ class DFD(AnomalyModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                          "interval": "epoch"}}
 
+    def train_transform(self) -> TrainingSample:
+        """Pseudo-anomalies per sample, in the loader workers."""
+        return TrainingSample(self.synth)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        clean = batch["image"]
+        batch = self.with_synthesis(batch)
+        clean, augmented = batch["image"], batch["augmented"]
+        mask, labels = batch["synth_mask"], batch["synth_label"]
         b, _, h, w = clean.shape
-        angles = batch.get("rotation")
-        angles = angles.tolist() if angles is not None else [0.0] * b
-        augmented, mask, labels = self.synth(clean, batch["path"], angles)
         both = self.adapted(torch.cat([clean, augmented]))
         token_mask = F.adaptive_max_pool2d(mask, self.grid)
         total_gau = total_pix = total_cls = total_sim = clean.new_zeros(())
+        noise = self.step_generator()
         for band in BANDS:
             q_clean, q_aug = both[band].chunk(2)
-            noisy = q_clean + self.noise_std * torch.randn_like(q_clean)
+            noisy = q_clean + self.noise_std * torch.randn(
+                q_clean.shape, generator=noise, device=q_clean.device, dtype=q_clean.dtype)
             scores = self.gaussian(torch.cat([q_clean, noisy]))
-            total_gau = total_gau + losses.gaussian_loss(*scores.chunk(2), self.margin)
             logits = self.perlin(q_aug).view(b, 1, *self.grid)
-            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-            total_pix = total_pix + losses.perlin_pixel_loss(logits, mask, self.margin)
-            total_cls = total_cls + losses.perlin_image_loss(logits, labels)
-            total_sim = total_sim + losses.similarity_loss(q_aug, q_clean, token_mask)
+            with full_precision(logits):
+                scores, logits = scores.float(), logits.float()
+                total_gau = total_gau + losses.gaussian_loss(*scores.chunk(2), self.margin)
+                logits = F.interpolate(logits, size=(h, w), mode="bilinear",
+                                       align_corners=False)
+                total_pix = total_pix + losses.perlin_pixel_loss(logits, mask, self.margin)
+                total_cls = total_cls + losses.perlin_image_loss(logits, labels)
+                total_sim = total_sim + losses.similarity_loss(q_aug.float(), q_clean.float(),
+                                                               token_mask)
         perlin = 0.5 * (total_pix + total_cls)
         loss = total_gau + self.lambda_perlin * perlin + self.lambda_sim * total_sim
         self.log_dict({"loss": loss, "loss_gaussian": total_gau, "loss_perlin": perlin,
@@ -187,8 +198,10 @@ class DFD(AnomalyModule):
             total = 0
             for band in BANDS:
                 logits = -net(q[band]).view(b, 1, *self.grid)
-                up = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-                total = total + gaussian_smooth(up, self.sigma)
+                with full_precision(logits):
+                    up = F.interpolate(logits.float(), size=(h, w), mode="bilinear",
+                                       align_corners=False)
+                    total = total + gaussian_smooth(up, self.sigma)
             maps.append(total)
         return maps[0], maps[1]
 

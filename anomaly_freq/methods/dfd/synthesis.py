@@ -1,4 +1,4 @@
-"""DFD's image-level pseudo-anomalies (spec §3), drawn inside the training step.
+"""DFD's image-level pseudo-anomalies (spec §3), drawn per sample in the loader workers.
 
 The dataset option ``dataset.shot_copies`` turns each shot image into fixed rotated copies;
 this module gives each copy, with probability ``p``, a Perlin-mask texture blend
@@ -12,6 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from pathlib import PurePath
+from typing import Any
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -41,9 +42,12 @@ class PseudoAnomalies:
         self.textures = TextureSource(dtd_root, size)
         self._stream = torch.Generator().manual_seed(seed)
 
-    def generator(self, path: str, angle: float) -> torch.Generator:
+    def generator(self, path: str, angle: float,
+                  stream: torch.Generator | None = None) -> torch.Generator:
+        """The draw's generator: keyed by the copy when fixed, else ``stream`` (the sample's
+        epoch-keyed generator) or this object's own seeded stream."""
         if not self.fixed:
-            return self._stream
+            return self._stream if stream is None else stream
         # the image's last three path parts (e.g. train/good/000.png), not its absolute path:
         # the pseudo-anomaly must not depend on where the dataset is stored
         name = "/".join(PurePath(path).parts[-3:])
@@ -84,3 +88,17 @@ class PseudoAnomalies:
         device = images.device
         return (torch.stack(out).to(device), torch.stack(masks).to(device),
                 torch.tensor(labels, device=device))
+
+
+class TrainingSample:
+    """DFD's per-sample transform: adds ``augmented``, ``synth_mask`` and ``synth_label``."""
+
+    def __init__(self, synth: PseudoAnomalies) -> None:
+        self.synth = synth
+
+    def __call__(self, item: dict[str, Any], g: torch.Generator, source: Any) -> dict[str, Any]:
+        angle = float(item.get("rotation", 0.0))
+        generator = self.synth.generator(item["path"], angle, g)
+        augmented, mask, label = self.synth.one(item["image"], generator, angle)
+        return {**item, "augmented": augmented, "synth_mask": mask,
+                "synth_label": torch.tensor(label)}

@@ -11,6 +11,7 @@ every option.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -19,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.freq import fft_filter, laplacian, sobel, to_grey
 from anomaly_freq.freq.filters import KINDS
-from anomaly_freq.methods.base import AnomalyModule
+from anomaly_freq.methods.base import AnomalyModule, full_precision
 from anomaly_freq.methods.fair.anomaly import anomaly_map, restoration_loss
 from anomaly_freq.methods.fair.network import RestorationNet
-from anomaly_freq.methods.fair.synthesis import Corruptions
+from anomaly_freq.methods.fair.synthesis import Corruptions, TrainingSample
 from anomaly_freq.registry import register_method
 
 #: network input → number of channels (fair.md §4.4, §11 Table 6)
@@ -56,6 +57,8 @@ def network_input(images: torch.Tensor, kind: str = "highpass", filter_kind: str
 @register_method("fair")
 class FAIR(AnomalyModule):
     """One restoration model per category; ``configs/method/fair.yaml`` documents the options."""
+
+    speed_modules = ("network",)
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
@@ -99,12 +102,19 @@ class FAIR(AnomalyModule):
     # ---------------------------------------------------------------- shared path
 
     def network_input(self, images: torch.Tensor) -> torch.Tensor:
-        return network_input(images, self.input_kind, self.filter_kind, self.d0, self.order,
-                             self.sobel_axes, self.sobel_ksize)
+        with full_precision(images):
+            return network_input(images.float(), self.input_kind, self.filter_kind, self.d0,
+                                 self.order, self.sobel_axes, self.sobel_ksize)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Restore B×3×H×W [0,1] RGB images from their high-pass grey version (unclipped)."""
         return self.network(self.network_input(images))
+
+    def train_transform(self) -> TrainingSample:
+        """Corruption and network input per sample, in the loader workers."""
+        return TrainingSample(self.corruptions, partial(
+            network_input, kind=self.input_kind, filter_kind=self.filter_kind, d0=self.d0,
+            order=self.order, sobel_axes=self.sobel_axes, sobel_ksize=self.sobel_ksize))
 
     # ---------------------------------------------------------------- training
 
@@ -119,8 +129,10 @@ class FAIR(AnomalyModule):
                 "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        corrupted, target, _ = self.corruptions(batch["image"])
-        loss = restoration_loss(self(corrupted).float(), target)
+        batch = self.with_synthesis(batch)
+        restored, target = self.network(batch["input"]), batch["target"]
+        with full_precision(restored):
+            loss = restoration_loss(restored.float(), target)
         if not torch.isfinite(loss):
             raise AfreqError(
                 f"FAIR training diverged: the loss is {loss.item()} at epoch "
@@ -135,8 +147,10 @@ class FAIR(AnomalyModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, torch.Tensor]:
         images = batch["image"]
-        restored = self(images).float()  # the map in fp32 also under AMP
-        amap = anomaly_map(restored, images, msgms_term=self.msgms_term,
-                           color_term=self.color_term, color_weight=self.color_weight,
-                           bgr_quirk=self.bgr_quirk, smooth=self.smooth, scales=self.scales)
+        restored = self(images)
+        with full_precision(restored):  # the map in fp32 also under AMP
+            amap = anomaly_map(restored.float(), images, msgms_term=self.msgms_term,
+                               color_term=self.color_term, color_weight=self.color_weight,
+                               bgr_quirk=self.bgr_quirk, smooth=self.smooth,
+                               scales=self.scales)
         return {"anomaly_map": amap, "pred_score": amap.amax(dim=(1, 2, 3))}

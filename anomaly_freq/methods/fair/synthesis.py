@@ -1,4 +1,4 @@
-"""FAIR's training corruptions (fair.md §3.1–3.4), drawn per sample inside the training step.
+"""FAIR's training corruptions (fair.md §3.1–3.4), drawn per sample in the loader workers.
 
 Per image: with p = 0.3 a rotation by U(−90°, 90°) (bilinear, black fill) that the target
 shares; then 25 % a large CutPaste, 25 % a Perlin-mask texture blend, 50 % left clean. The
@@ -6,6 +6,9 @@ restoration target is always the clean (possibly rotated) image.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -50,7 +53,7 @@ def augment_training_texture(texture: torch.Tensor, g: torch.Generator,
 
 
 class Corruptions:
-    """Batch-level corruption mix: clean B×3×H×W → (corrupted, target, mask B×1×H×W)."""
+    """The corruption mix of one image (`one`), or of a batch from one seeded stream."""
 
     def __init__(self, size: int, seed: int, dtd_root: str | None = None,
                  cutpaste_prob: float = 0.25, texture_prob: float = 0.25,
@@ -77,19 +80,20 @@ class Corruptions:
         self.textures = TextureSource(dtd_root, size) if texture_source == "dtd" else None
         self.generator = torch.Generator().manual_seed(seed)
 
-    def _texture(self, batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        g = self.generator
+    def _texture(self, g: torch.Generator, size: tuple[int, int],
+                 pick: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
         if self.textures is None:  # FAIR_noDTD: another training image of the category
-            texture = batch[int(torch.randint(batch.shape[0], (), generator=g))]
-            return augment_training_texture(texture, g)
+            return augment_training_texture(pick(g), g)
         texture = augment_texture(self.textures.sample(g), g)
         if tuple(texture.shape[-2:]) != size:
             texture = TF.resize(texture, list(size), antialias=True)
         return texture
 
-    def one(self, image: torch.Tensor, batch: torch.Tensor
+    def one(self, image: torch.Tensor, g: torch.Generator,
+            pick: Callable[[torch.Generator], torch.Tensor]
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        g = self.generator
+        """(corrupted, target, mask 1×H×W) of one 3×H×W image; ``pick(g)`` draws another
+        training image (FAIR_noDTD's texture)."""
         size = tuple(image.shape[-2:])
         if self.rotate_prob and _uniform(g) < self.rotate_prob:
             angle = _uniform(g, -self.rotate_max, self.rotate_max)
@@ -98,7 +102,7 @@ class Corruptions:
         if u < self.cutpaste_prob:
             corrupted, mask = large_cutpaste(image, g, faithful=self.faithful)
         elif u < self.cutpaste_prob + self.texture_prob:
-            corrupted, mask = perlin_texture_anomaly(image, self._texture(batch, size), g,
+            corrupted, mask = perlin_texture_anomaly(image, self._texture(g, size, pick), g,
                                                      self.beta)
         else:
             corrupted, mask = image, torch.zeros(1, *size)
@@ -106,8 +110,30 @@ class Corruptions:
 
     def __call__(self, images: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """B×3×H×W → (corrupted, target, mask B×1×H×W), textures picked from the batch."""
         batch = images.detach().float().cpu()
-        parts = [self.one(image, batch) for image in batch]
+
+        def pick(g: torch.Generator) -> torch.Tensor:
+            return batch[int(torch.randint(batch.shape[0], (), generator=g))]
+
+        parts = [self.one(image, self.generator, pick) for image in batch]
         corrupted, target, mask = (torch.stack(p).to(images.device) for p in zip(*parts,
                                                                                   strict=True))
         return corrupted, target, mask
+
+
+class TrainingSample:
+    """FAIR's per-sample transform: adds ``input`` (what the network sees of the corrupted
+    image), ``target`` (the clean, possibly rotated image) and ``synth_mask``."""
+
+    def __init__(self, corruptions: Corruptions,
+                 network_input: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.corruptions, self.network_input = corruptions, network_input
+
+    def __call__(self, item: dict[str, Any], g: torch.Generator, source: Any) -> dict[str, Any]:
+        def pick(g: torch.Generator) -> torch.Tensor:
+            return source[int(torch.randint(len(source), (), generator=g))]["image"]
+
+        corrupted, target, mask = self.corruptions.one(item["image"], g, pick)
+        return {**item, "input": self.network_input(corrupted[None])[0], "target": target,
+                "synth_mask": mask}

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.freq import gaussian_pyramid_split
-from anomaly_freq.methods.base import AnomalyModule
+from anomaly_freq.methods.base import AnomalyModule, full_precision
 from anomaly_freq.methods.ocrgan.networks import (
     CS_MODES,
     Discriminator,
@@ -47,16 +47,18 @@ def decouple(images: torch.Tensor, mode: str = "signed") -> tuple[torch.Tensor, 
     ``signed``: low = blur(I) mapped to [−1, 1], high = (I − blur(I))/0.5, so low + high is the
     image in [−1, 1] and the target. ``official``: the code's uint8 path — the image quantised to
     0…255, a rounded blur, high = max(I − blur, 0), each band mapped by /127.5 − 1 on its own,
-    target = their sum (in [−2, 0]; spec §3, A2/A3).
+    target = their sum (in [−2, 0]; spec §3, A2/A3). Always float32, also under autocast.
     """
-    if mode == "signed":
-        low, high = gaussian_pyramid_split(images)
-        return (low - 0.5) / 0.5, high / 0.5, (images - 0.5) / 0.5
-    if mode == "official":
-        grey_levels = torch.round(images.clamp(0, 1) * 255)
-        low, high = gaussian_pyramid_split(grey_levels, saturate=True)
-        low_n, high_n = low / 127.5 - 1, high / 127.5 - 1
-        return low_n, high_n, low_n + high_n
+    with full_precision(images):
+        images = images.float()
+        if mode == "signed":
+            low, high = gaussian_pyramid_split(images)
+            return (low - 0.5) / 0.5, high / 0.5, (images - 0.5) / 0.5
+        if mode == "official":
+            grey_levels = torch.round(images.clamp(0, 1) * 255)
+            low, high = gaussian_pyramid_split(grey_levels, saturate=True)
+            low_n, high_n = low / 127.5 - 1, high / 127.5 - 1
+            return low_n, high_n, low_n + high_n
     raise AfreqError(f"method.fd_mode '{mode}' is unknown; valid: auto, {', '.join(FD_MODES)}")
 
 
@@ -70,9 +72,34 @@ def _resolve(value: str, faithful: bool, default: str, official: str, valid: tup
     return value
 
 
+class TrainingSample:
+    """OCR-GAN's per-sample transform: the frequency bands (``low``, ``high``, ``real``, as
+    `decouple` gives them) and ``forged``, the image with its forgeries, in [−1, 1]."""
+
+    def __init__(self, fd_mode: str, forgeries: str, cutpaste_area: tuple[float, float],
+                 cutout_side: int) -> None:
+        self.fd_mode, self.forgeries = fd_mode, forgeries
+        self.cutpaste_area, self.cutout_side = cutpaste_area, cutout_side
+
+    def forge(self, image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """One CutPaste (2–15 % of the image) and/or one Cutout of a [0, 1] image, in [−1, 1]."""
+        if self.forgeries in ("both", "cutpaste"):
+            image, _ = cutpaste_small(image, g, area=self.cutpaste_area)
+        if self.forgeries in ("both", "cutout"):
+            image, _ = cutout(image, g, side=self.cutout_side)
+        return (image - 0.5) / 0.5
+
+    def __call__(self, item: dict[str, Any], g: torch.Generator, source: Any) -> dict[str, Any]:
+        image = item["image"]
+        low, high, real = (t[0] for t in decouple(image[None], self.fd_mode))
+        return {**item, "low": low, "high": high, "real": real, "forged": self.forge(image, g)}
+
+
 @register_method("ocrgan")
 class OCRGAN(AnomalyModule):
     """Two-branch frequency U-Net generator + DCGAN discriminator, trained adversarially."""
+
+    speed_modules = ("generator", "discriminator")
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
@@ -119,7 +146,6 @@ class OCRGAN(AnomalyModule):
         self.drop_last = bool(m.drop_last)
         self.batch_size = int(cfg.dataset.batch_size)
         self.eval_seed = int(m.eval_seed)
-        self.forge_rng = torch.Generator().manual_seed(int(cfg.seed))
 
     # ---------------------------------------------------------------- shared path
 
@@ -137,19 +163,9 @@ class OCRGAN(AnomalyModule):
         return [torch.optim.Adam(self.generator.parameters(), **kwargs),
                 torch.optim.Adam(self.discriminator.parameters(), **kwargs)]
 
-    def forge(self, images: torch.Tensor) -> torch.Tensor:
-        """One CutPaste (2–15 % of the image) + one Cutout forgery per image, in [−1, 1]."""
-        out = []
-        for image in images.detach().cpu():
-            if self.forgeries in ("both", "cutpaste"):
-                image, _ = cutpaste_small(image, self.forge_rng, area=self.cutpaste_area)
-            if self.forgeries in ("both", "cutout"):
-                image, _ = cutout(image, self.forge_rng, side=self.cutout_side)
-            out.append(image)
-        return (torch.stack(out).to(images.device) - 0.5) / 0.5
-
-    def on_train_start(self) -> None:
-        self.generator.set_generator(None)  # random channel selection: the seeded global RNG
+    def train_transform(self) -> TrainingSample:
+        """Bands and forgeries per sample, in the loader workers."""
+        return TrainingSample(self.fd_mode, self.forgeries, self.cutpaste_area, self.cutout_side)
 
     def on_train_epoch_start(self) -> None:
         if self.freeze_d_bn and self.current_epoch >= 1:
@@ -167,11 +183,14 @@ class OCRGAN(AnomalyModule):
         return dataset is not None and len(dataset) >= self.batch_size
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        batch = self.with_synthesis(batch)
         images = batch["image"]
         if self._skip(images.shape[0]):
             return
         opt_g, opt_d = self.optimizers()
-        low, high, real = decouple(images, self.fd_mode)
+        low, high, real = batch["low"], batch["high"], batch["real"]
+        if self.cs_mode == "random":  # the code's random channel selection, drawn on the device
+            self.generator.set_generator(self.step_generator())
 
         # generator step: 50·L1 + 1·BCE(D(x̂), 1) + 1·‖f(x̂) − f(x)‖²
         self.toggle_optimizer(opt_g)
@@ -179,9 +198,10 @@ class OCRGAN(AnomalyModule):
         prob_fake, feat_fake = self.discriminator(fake)
         with torch.no_grad():
             _, feat_real = self.discriminator(real)
-        loss_con = F.l1_loss(fake, real)
-        loss_adv = F.binary_cross_entropy(prob_fake, torch.ones_like(prob_fake))
-        loss_lat = F.mse_loss(feat_fake, feat_real)
+        with full_precision(fake):
+            loss_con = F.l1_loss(fake.float(), real)
+            loss_adv = _bce(prob_fake, 1.0)
+            loss_lat = F.mse_loss(feat_fake.float(), feat_real.float())
         loss_g = self.w_con * loss_con + self.w_adv * loss_adv + self.w_lat * loss_lat
         opt_g.zero_grad()
         self.manual_backward(loss_g)
@@ -193,13 +213,12 @@ class OCRGAN(AnomalyModule):
         fake = fake.detach()
         prob_real, feat_real = self.discriminator(real)
         prob_rec, feat_rec = self.discriminator(fake)
-        loss_d = (F.binary_cross_entropy(prob_real, torch.ones_like(prob_real))
-                  + F.binary_cross_entropy(prob_rec, torch.zeros_like(prob_rec)))
+        loss_d = _bce(prob_real, 1.0) + _bce(prob_rec, 0.0)
         if self.forgeries != "none":
-            prob_forged, _ = self.discriminator(self.forge(images))
-            loss_d = loss_d + F.binary_cross_entropy(prob_forged, torch.zeros_like(prob_forged))
+            loss_d = loss_d + _bce(self.discriminator(batch["forged"])[0], 0.0)
         if self.d_latent_term:  # inherited from Skip-GANomaly's code (A11)
-            loss_d = loss_d + self.w_lat * F.mse_loss(feat_rec, feat_real)
+            with full_precision(feat_rec):
+                loss_d = loss_d + self.w_lat * F.mse_loss(feat_rec.float(), feat_real.float())
         opt_d.zero_grad()
         self.manual_backward(loss_d)
         opt_d.step()
@@ -247,14 +266,24 @@ class OCRGAN(AnomalyModule):
         for _ in range(self.eval_draws):  # > 1 only helps the random channel selection (A25)
             fake = self.generator(low, high)
             _, feat_fake = self.discriminator(fake)
-            diff = fake - real
-            content = diff.square() if self.score_content == "squared" else diff.abs()
-            lat = (feat_fake - feat_real).square().mean(1)
-            score += self.score_weight * content.mean(dim=(1, 2, 3)) + (1 - self.score_weight) * lat
-            amap += diff.abs().mean(1, keepdim=True)
+            with full_precision(fake):
+                diff = fake.float() - real
+                content = diff.square() if self.score_content == "squared" else diff.abs()
+                lat = (feat_fake.float() - feat_real.float()).square().mean(1)
+                score += (self.score_weight * content.mean(dim=(1, 2, 3))
+                          + (1 - self.score_weight) * lat)
+                amap += diff.abs().mean(1, keepdim=True)
         score, amap = score / self.eval_draws, amap / self.eval_draws
         if self.map_sigma > 0:
             k = 2 * int(4 * self.map_sigma + 0.5) + 1
-            amap = gaussian_blur2d(amap, (k, k), (self.map_sigma, self.map_sigma),
-                                   border_type="reflect")
+            with full_precision(amap):
+                amap = gaussian_blur2d(amap, (k, k), (self.map_sigma, self.map_sigma),
+                                       border_type="reflect")
         return {"anomaly_map": amap, "pred_score": score}
+
+
+def _bce(probability: torch.Tensor, target: float) -> torch.Tensor:
+    """Binary cross-entropy against a constant label, in fp32 (it is unsafe under autocast)."""
+    with full_precision(probability):
+        p = probability.float()
+        return F.binary_cross_entropy(p, torch.full_like(p, target))
