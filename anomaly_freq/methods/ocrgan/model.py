@@ -100,6 +100,7 @@ class OCRGAN(AnomalyModule):
     """Two-branch frequency U-Net generator + DCGAN discriminator, trained adversarially."""
 
     speed_modules = ("generator", "discriminator")
+    ddp_find_unused_parameters = True  # the G step leaves D's parameters without gradients
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
