@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench tables lint clean
+.PHONY: install demo test bench bench-gpu tables lint clean
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ test: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# GPU benchmark (docs/benchmarks_gpu.json + a section of docs/benchmarks.md); DRY=1: toy sizes on
+# the CPU, every code path, written to a temporary folder (docs/ untouched).
+bench-gpu: install
+	$(BIN)/python -m benchmarks.gpu$(if $(filter 1 yes true,$(DRY)), --dry)
 
 tables: install
 	$(BIN)/afreq sweep experiments/synthetic/cross_method.yaml

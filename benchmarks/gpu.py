@@ -67,9 +67,10 @@ OUT_MD = Path("docs/benchmarks.md")
 START, END = "<!-- gpu-benchmark:start -->", "<!-- gpu-benchmark:end -->"
 VARIANTS = ("fp32", "bf16", "bf16+compile")
 METHODS = ("fair", "dfd", "ocrgan")
-#: Dense bf16 tensor-core peak, TFLOP/s (NVIDIA H200 SXM datasheet: 1979 with sparsity). Used
-#: only when the device name contains the key; other GPUs get no share of peak.
-PEAK_BF16_TFLOPS = {"H200": 989.5}
+#: Dense bf16 tensor-core peak, TFLOP/s (NVIDIA datasheets give twice these, with sparsity:
+#: H200 SXM 1979, H200 NVL 1671). Used only when the device name contains a key (the first that
+#: matches); other GPUs get no share of peak.
+PEAK_BF16_TFLOPS = {"H200 NVL": 835.5, "H200": 989.5}
 #: The issue's own FLOP counts for FAIR at c = 128, 256×256.
 ISSUE_FAIR_INFER_TFLOP_PER_IMAGE = 0.32
 ISSUE_FAIR_TRAIN_TFLOP_PER_STEP8 = 7.67
@@ -113,11 +114,11 @@ class Plan:
     wait_warmup: int
     wait_steps: int
     estimates: dict[str, float]
-    #: dry mode: torch.compile training only at these (method, batch) pairs (CPU compile is slow)
-    compile_train_only: set[tuple[str, int]] | None = None
+    #: torch.compile backend for `apply_speed_options`; None = its own default (inductor)
+    compile_backend: str | None = None
 
 
-def make_plan(dry: bool, device: str) -> Plan:
+def make_plan(dry: bool, device: str, compile_backend: str | None = None) -> Plan:
     loader_common = ["dataset=synthetic", "dataset.category=weave", "dataset.n_test_good=1",
                      "dataset.n_test_per_defect=1", "dataset.batch_size=8"]
     if dry:
@@ -140,7 +141,7 @@ def make_plan(dry: bool, device: str) -> Plan:
             wait_workers=1, wait_warmup=1, wait_steps=3,
             estimates={"infer": 5, "train": 10, "infer_compile": 30, "train_compile": 60,
                        "loader": 10, "wait": 20},
-            compile_train_only={("fair", 2), ("dfd", 2), ("ocrgan", 4)},
+            compile_backend=compile_backend,
         )
     return Plan(
         dry=False, device=device,
@@ -161,6 +162,7 @@ def make_plan(dry: bool, device: str) -> Plan:
         wait_workers=8, wait_warmup=10, wait_steps=30,
         estimates={"infer": 10, "train": 20, "infer_compile": 45, "train_compile": 90,
                    "loader": 15, "wait": 30},
+        compile_backend=compile_backend,
     )
 
 
@@ -354,11 +356,33 @@ def fit(trainer: pl.Trainer, method: Any, **kwargs: Any) -> None:
         trainer.fit(method, **kwargs)
 
 
-def build_method(name: str, overrides: list[str]) -> Any:
+@contextlib.contextmanager
+def compile_backend(backend: str | None) -> Iterator[None]:
+    """Within: `nn.Module.compile` (what `apply_speed_options` calls) uses ``backend`` unless
+    told otherwise; None leaves torch.compile's default (inductor)."""
+    if backend is None:
+        yield
+        return
+    original = torch.nn.Module.compile
+
+    def compile_with(self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("backend", backend)
+        return original(self, *args, **kwargs)
+
+    torch.nn.Module.compile = compile_with
+    try:
+        yield
+    finally:
+        torch.nn.Module.compile = original
+
+
+def build_method(name: str, overrides: list[str], backend: str | None = None) -> Any:
+    """The method as `engine.run_category` builds it: config, registry, speed options."""
     cfg = load_config(overrides)
     torch.manual_seed(0)
     method = registry.create_method(cfg.method.name, cfg)
-    method.apply_speed_options()
+    with compile_backend(backend):
+        method.apply_speed_options()
     return method
 
 
@@ -376,6 +400,17 @@ def synthesised_items(method: Any, count: int, side: int) -> tuple[list[dict], t
         items = [{**transform(item, keyed_generator(0, 0, i), clean), "synthesised": True}
                  for i, item in enumerate(clean)]
     return items, torch.stack([item["image"] for item in clean])
+
+
+def describe(name: str, cfg: Any) -> str:
+    """The measured model in a few words."""
+    side = int(cfg.dataset.center_crop or cfg.dataset.image_size)
+    if name == "fair":
+        return f"FAIR c = {cfg.model.base_width}, {side}²"
+    if name == "dfd":
+        return (f"DFD {cfg.backbone.name} (pretrained={cfg.backbone.pretrained}), "
+                f"{cfg.method.feature_dim}-d, {side}²")
+    return f"OCR-GAN ngf {cfg.model.ngf}, ndf {cfg.model.ndf}, {side}²"
 
 
 @dataclass
@@ -407,7 +442,7 @@ class ModelBench:
             for variant in VARIANTS:
                 for batch in batches:
                     row = {"method": name, "variant": variant, "batch": batch, "image_size": side,
-                           "preset": str(cfg.method.preset),
+                           "model": describe(name, cfg), "preset": str(cfg.method.preset),
                            "overrides": [*overrides, *variant_overrides(variant)],
                            "train": pending(), "infer": pending()}
                     jobs.append(ModelJob(name, variant, batch, overrides, side, row))
@@ -423,14 +458,8 @@ class ModelBench:
         compiled = "compile" in job.variant
         run_part(self.state, self.clock, job.row, "infer",
                  "infer_compile" if compiled else "infer", lambda: self.infer(job))
-        if (compiled and self.plan.compile_train_only is not None
-                and (job.method, job.batch) not in self.plan.compile_train_only):
-            with self.state.lock:
-                job.row["train"] = {"status": "skipped: dry (torch.compile training runs once "
-                                              "per method in dry mode)"}
-        else:
-            run_part(self.state, self.clock, job.row, "train",
-                     "train_compile" if compiled else "train", lambda: self.train(job))
+        run_part(self.state, self.clock, job.row, "train",
+                 "train_compile" if compiled else "train", lambda: self.train(job))
         if compiled:
             with contextlib.suppress(Exception):
                 torch._dynamo.reset()
@@ -449,17 +478,20 @@ class ModelBench:
         with self.state.lock:
             return self.state.flops.setdefault(key, {
                 "method": job.method, "batch": job.batch, "image_size": job.side,
+                "model": job.row["model"],
                 "train_flop_per_step": None, "infer_flop_per_image": None,
                 "train_modules": {}, "infer_modules": {}})
 
     def infer(self, job: ModelJob) -> dict[str, Any]:
         device = self.plan.device
-        method = build_method(job.method, [*job.overrides, *variant_overrides(job.variant)])
+        method = build_method(job.method, [*job.overrides, *variant_overrides(job.variant)],
+                              self.plan.compile_backend)
         _, images = self.data(job, method)
         method = method.to(device).eval()
         batch = {"image": images.to(device)}
         entry = self.flop_entry(job)
-        if job.variant == "fp32" and entry["infer_flop_per_image"] is None:
+        # counted in eager mode (the first eager row of this method and batch that gets here)
+        if "compile" not in job.variant and entry["infer_flop_per_image"] is None:
             with torch.no_grad(), FlopCounterMode(display=False) as counter:
                 check_outputs(method.predict_step(batch), batch, job.method)
             with self.state.lock:
@@ -493,7 +525,8 @@ class ModelBench:
         compiled = "compile" in job.variant
         warmup = self.plan.compile_warmup if compiled else self.plan.warmup
         steps = warmup + self.plan.timed
-        method = build_method(job.method, [*job.overrides, *variant_overrides(job.variant)])
+        method = build_method(job.method, [*job.overrides, *variant_overrides(job.variant)],
+                              self.plan.compile_backend)
         items, _ = self.data(job, method)
         # one epoch of exactly `steps` full batches (the same items again: no synthesis, no
         # decoding in the step); bounded by epochs, not max_steps, which counts optimiser
@@ -501,7 +534,7 @@ class ModelBench:
         loader = DataLoader(items * steps, batch_size=job.batch, shuffle=False, num_workers=0,
                             pin_memory=device == "cuda")
         entry = self.flop_entry(job)
-        count = job.variant == "fp32" and entry["train_flop_per_step"] is None
+        count = "compile" not in job.variant and entry["train_flop_per_step"] is None
         timer = StepTimer(device, count_flops=count)
         precision = "32-true" if job.variant == "fp32" else "bf16-mixed"
         trainer = trainer_for(self.plan, method, [timer], precision, self.scratch, max_epochs=1,
@@ -637,12 +670,17 @@ class LoaderBench:
         steps = self.plan.wait_warmup + self.plan.wait_steps
         trainer = trainer_for(self.plan, method, [timer], "bf16-mixed", self.scratch,
                               max_steps=steps, max_epochs=-1)
-        fit(trainer, method, datamodule=dm)
+        try:
+            fit(trainer, method, datamodule=dm)
+        finally:
+            with contextlib.suppress(Exception):
+                shut_down(trainer.train_dataloader)
         result = timer.steps(self.plan.wait_warmup)
         gaps, intervals = result["gaps_s"], result["intervals_s"]
         if not intervals:
             raise RuntimeError("too few steps to measure the data wait")
         out = {"workers": workers, "cache": "disk", "precision": "bf16-mixed",
+               "model": describe("fair", cfg_data),
                "image_size": int(cfg_data.dataset.image_size), "batch": 8,
                "warmup_steps": self.plan.wait_warmup, "timed_steps": len(intervals),
                "share": sum(gaps) / sum(intervals),
@@ -775,15 +813,21 @@ def finalise(data: dict[str, Any], interrupted: bool = False) -> dict[str, Any]:
 
 def notes(data: dict[str, Any]) -> dict[str, str]:
     flops = {(f["method"], f["batch"]): f for f in data["flops"]}
-    fair8 = flops.get(("fair", 8), {})
-    infer = fair8.get("infer_flop_per_image")
-    train = fair8.get("train_flop_per_step")
-    counted = (f"counted {fmt(infer and infer / 1e12, '.3f')} TFLOP per inference image "
-               f"(issue: {ISSUE_FAIR_INFER_TFLOP_PER_IMAGE}) and "
-               f"{fmt(train and train / 1e12, '.2f')} TFLOP per training step of 8 "
+    fair = [f for f in data["flops"] if f["method"] == "fair" and f["train_flop_per_step"]]
+    fair = sorted(fair, key=lambda f: abs(f["batch"] - 8))[:1]
+    infer = next((f["infer_flop_per_image"] for f in data["flops"]
+                  if f["method"] == "fair" and f["infer_flop_per_image"]), None)
+    train = fair[0]["train_flop_per_step"] * 8 / fair[0]["batch"] if fair else None
+    model = next((f["model"] for f in data["flops"] if f["method"] == "fair"), "FAIR")
+    counted = (f"{model}: counted {fmt(infer and infer / 1e12, '.3g')} TFLOP per inference "
+               f"image (issue: {ISSUE_FAIR_INFER_TFLOP_PER_IMAGE}) and "
+               f"{fmt(train and train / 1e12, '.3g')} TFLOP per training step of 8 "
                f"(issue: {ISSUE_FAIR_TRAIN_TFLOP_PER_STEP8})")
+    if fair and fair[0]["batch"] != 8:
+        counted += f" (scaled from the step of {fair[0]['batch']})"
     if data["meta"]["dry"]:
         counted += " — dry run: toy sizes, so not comparable with the issue's figures"
+    plan, tf32 = data["meta"]["plan"], data["meta"].get("tf32", {})
     dfd = next((f for (m, _), f in flops.items() if m == "dfd"), {})
     share = _module_share(dfd.get("train_modules", {}), dfd.get("train_flop_per_step"),
                           "FeatureExtractor")
@@ -791,37 +835,47 @@ def notes(data: dict[str, Any]) -> dict[str, str]:
     d_share = _module_share(ocr.get("train_modules", {}), ocr.get("train_flop_per_step"),
                             "Discriminator")
     return {
-        "fair_flops": "FAIR c = 128, 256×256: " + counted + ".",
+        "fair_flops": counted + ".",
         "flop_counting": (
-            "FLOPs are counted once per (method, batch) in fp32 eager mode by "
+            "FLOPs are counted once per (method, batch) in eager mode (fp32 unless that row "
+            "did not run) by "
             "torch.utils.flop_counter.FlopCounterMode (2 per multiply-add, convolutions, "
             "matrix products and attention only; FFTs, element-wise ops, pooling and "
             "interpolation are not counted): a training step's FLOPs are those of the first "
             "Lightning batch (forward, backward, optimiser), inference's one predict_step. "
             "TFLOP/s = counted FLOPs / measured median time, also for bf16 and compiled rows."),
         "peak": (
-            f"Share of peak is against {data['meta'].get('peak_bf16_tflops')} TFLOP/s dense "
-            "bf16 (H200) for every variant — fp32 rows run convolutions in TF32 when cuDNN "
-            "allows it (see meta.tf32)." if data["meta"].get("peak_bf16_tflops") else
-            "No share of peak: the device is not one with a recorded peak (H200 only)."),
+            f"Share of peak is against {data['meta'].get('peak_bf16_tflops')} TFLOP/s, the "
+            "device's dense bf16 tensor-core peak, for every variant; fp32 rows ran with "
+            f"torch.backends.cuda.matmul.allow_tf32={tf32.get('matmul')} and "
+            f"torch.backends.cudnn.allow_tf32={tf32.get('cudnn')} (torch's defaults, as afreq "
+            "runs), cudnn.benchmark="
+            f"{data['meta'].get('cudnn_benchmark')}." if data["meta"].get("peak_bf16_tflops")
+            else "No share of peak: the device is not one with a recorded peak (H200 only)."),
         "timing": (
             "Training: a real pytorch_lightning.Trainer (logger, checkpointing, progress bar "
             "and model summary off) over an in-memory loader of items already run through the "
             "method's train_transform, so a step excludes data loading and synthesis; step "
             "time = median over the timed batches of on_train_batch_start → "
-            "on_train_batch_end (synchronised), after warm-up batches (more for compile). "
-            "Inference: predict_step under no_grad (and bf16 autocast), median of repeats "
-            "after warm-up; images/s = batch / median. Peak memory is "
-            "torch.cuda.max_memory_allocated, reset before each part."),
+            f"on_train_batch_end (synchronised), {plan['timed']} timed batches after "
+            f"{plan['warmup']} warm-up ({plan['compile_warmup']} when compiled). "
+            "Inference: predict_step under no_grad (and bf16 autocast), median of "
+            f"{plan['infer_repeats']} batches after {plan['infer_warmup']} warm-up (more when "
+            "compiled); images/s = batch / median. Peak memory is "
+            "torch.cuda.max_memory_allocated, reset before each part. bf16+compile = "
+            "method.compile=true method.channels_last=true through apply_speed_options(), "
+            f"torch.compile backend {data['meta'].get('compile_backend')}."),
         "dfd_change": (
             "DFD, the change that would most raise its throughput (from the code's structure): "
             "every training step runs the frozen backbone and the PatchCore aggregation "
             "(FeatureExtractor, under no_grad in eval mode) on 4·B images — the clean and the "
             "augmented copies, each as low and high band — yet with the default "
             "fixed_anomalies=true both copies are fixed for the whole run (rotated copies drawn "
-            "once, pseudo-anomalies keyed by the copy), so their adapted-input features could "
-            "be computed once per copy and cached (1536-d × 1024 tokens per band and copy), "
-            "leaving only the adaptor and the two discriminators in the step"
+            "once, pseudo-anomalies keyed by the copy), so the FeatureExtractor's output (the "
+            "trained adaptor's input) could be computed once per copy and cached — at 256² "
+            "1024 tokens × 1536 per band, 2 bands × 2 copies, about 12.6 MB per training "
+            "copy in bf16, 4 GB for 4-shot's 320 copies — leaving only the adaptor and the "
+            "two discriminators in the step"
             + (f"; the FeatureExtractor holds {share:.0%} of the counted training FLOPs, and "
                "its neighbourhood stacking and pooling are memory traffic the count omits"
                if share is not None else "") + "."),
@@ -832,8 +886,8 @@ def notes(data: dict[str, Any]) -> dict[str, str]:
             "three separate batch-B forwards and backwards in the discriminator step — while "
             "the map and score are cheap; running the discriminator step's three passes as "
             "one 3·B batch (BatchNorm statistics kept per part) and reusing the generator "
-            "step's D(x) features (D is unchanged between the two steps) would cut the "
-            "discriminator's launches and passes"
+            "step's D(x) features (the generator step leaves D's weights unchanged) would "
+            "cut the discriminator's launches and passes"
             + (f"; the discriminator holds {d_share:.0%} of the counted training FLOPs"
                if d_share is not None else "") + "."),
         "projection": (
@@ -875,44 +929,49 @@ def markdown(data: dict[str, Any]) -> str:
     if meta["dry"]:
         lines += ["**Dry run** at toy sizes on " + meta["device"] + ": it checks the code "
                   "paths; the figures mean nothing.", ""]
-    lines += [f"Machine: {meta['gpu']} ({meta['machine']}). Date: {meta['date']}. "
+    lines += [f"Device: {meta['gpu']}. Host: {meta['machine']}, {meta['cpu_count']} CPU "
+              f"cores. Date: {meta['date']}. "
               f"Command: `{meta['command']}`. Figures are from one run"
               + (" (the run hit its hard time limit; see the statuses)" if meta["interrupted"]
                  else "") + f"; {meta['elapsed_s']:.0f} s of a {meta['budget_s']:.0f} s budget.",
               ""]
-    peak = meta.get("peak_bf16_tflops")
     lines += ["### Training and inference", ""]
     rows = []
-    for r in data["models"]:
+    for r in sorted(data["models"], key=lambda r: (METHODS.index(r["method"]),
+                                                   VARIANTS.index(r["variant"]), r["batch"])):
         t, i = r["train"], r["infer"]
         status = "; ".join(f"{p}: {short(x['status'])}" for p, x in (("train", t), ("infer", i))
                            if x.get("status") != "ok")
         rows.append([r["method"], r["variant"], str(r["batch"]), f"{r['image_size']}²",
                      fmt(t.get("step_ms")), fmt(t.get("steps_per_s"), ".2f"),
-                     fmt(t.get("tflops")), fmt(t.get("share_of_peak"), ".1%"),
+                     fmt(t.get("tflops"), ".3g"), fmt(t.get("share_of_peak"), ".1%"),
                      fmt(t.get("peak_gib"), ".1f"), fmt(i.get("images_per_s")),
-                     fmt(i.get("tflops")), fmt(i.get("share_of_peak"), ".1%"),
+                     fmt(i.get("tflops"), ".3g"), fmt(i.get("share_of_peak"), ".1%"),
                      fmt(i.get("peak_gib"), ".1f"), status])
     lines += table(["method", "variant", "batch", "size", "train step ms", "train steps/s",
                     "train TFLOP/s", "train share of peak", "train peak GiB",
                     "inference images/s", "inference TFLOP/s", "inference share of peak",
                     "inference peak GiB", "status"], rows)
-    lines += [f"Share of peak: against {peak} TFLOP/s dense bf16." if peak else
-              "Share of peak: none (no recorded peak for this device).", ""]
     lines += ["### Counted FLOPs", ""]
     rows = []
-    for f in data["flops"]:
+    for f in sorted(data["flops"], key=lambda f: (METHODS.index(f["method"]), f["batch"])):
         ref = ("" if f["method"] != "fair" or meta["dry"] else
                f"issue: {ISSUE_FAIR_INFER_TFLOP_PER_IMAGE} per image, "
                f"{ISSUE_FAIR_TRAIN_TFLOP_PER_STEP8} per step of 8")
         train, infer = f["train_flop_per_step"], f["infer_flop_per_image"]
-        modules = ", ".join(f"{k} {v / train:.0%}" for k, v in sorted(
-            f["train_modules"].items(), key=lambda kv: -kv[1])) if train else ""
-        rows.append([f["method"], str(f["batch"]), fmt(train and train / 1e12, ".3f"),
-                     fmt(infer and infer / 1e12, ".4f"), modules, ref])
-    lines += table(["method", "batch", "TFLOP per training step", "TFLOP per inference image",
+        modules = ""
+        if train:
+            parts = sorted(f["train_modules"].items(), key=lambda kv: -kv[1])
+            rest = train - sum(v for _, v in parts)
+            outside = [f"outside modules {rest / train:.0%}"] if rest >= 0 else []
+            modules = ", ".join([*(f"{k} {v / train:.0%}" for k, v in parts), *outside])
+        rows.append([f["model"], str(f["batch"]), fmt(train and train / 1e12, ".3g"),
+                     fmt(infer and infer / 1e12, ".3g"), modules, ref])
+    lines += table(["model", "batch", "TFLOP per training step", "TFLOP per inference image",
                     "training FLOPs by module", "reference"], rows)
-    lines += [data["notes"]["fair_flops"], ""]
+    lines += [data["notes"]["fair_flops"] + " Shares by module follow torch's module tracker "
+              "(top-level submodules by class name); backward FLOPs can be credited to more than "
+              "one module, so the shares may overlap.", ""]
     lines += ["### Training loader (FAIR synthesis, batch 8)", ""]
     rows = []
     for row in data["loader"]:
@@ -932,9 +991,10 @@ def markdown(data: dict[str, Any]) -> str:
     lines += ["### Waiting for data in a real fit", ""]
     w = data["data_wait"]
     if w.get("status") == "ok":
-        ref = next((r["train"] for r in data["models"] if r["method"] == "fair"
-                    and r["variant"] == "bf16" and r["train"].get("status") == "ok"), {})
-        lines += [f"FAIR c = 128 at {w['image_size']}², bf16, batch 8, {w['workers']} workers "
+        ref = next((r["train"] for r in sorted(data["models"], key=lambda r: r["batch"] != 8)
+                    if r["method"] == "fair" and r["variant"] == "bf16"
+                    and r["train"].get("status") == "ok"), {})
+        lines += [f"{w['model']}, bf16, batch 8, {w['workers']} workers "
                   f"(disk cache): over {w['timed_steps']} steps after {w['warmup_steps']}, "
                   f"**{w['share']:.1%}** of each step interval was spent between one step's "
                   f"end and the next one's start (median wait {w['median_wait_ms']:.1f} ms, "
@@ -1010,10 +1070,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="seconds; parts that no longer fit are recorded as skipped")
     parser.add_argument("--hard-limit", type=float, default=None,
                         help="seconds after which the watchdog writes what was measured and "
-                             "exits (default: budget + 45)")
+                             "exits (default: budget + 30)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cpu for --dry, cuda otherwise (--dry --device cuda is a "
                              "quick pre-flight on a GPU)")
+    parser.add_argument("--compile-backend", default=None,
+                        help="torch.compile backend of the bf16+compile rows (default: "
+                             "inductor, torch.compile's own; aot_eager for --dry on the CPU, "
+                             "which traces and builds the joint graph like inductor but skips "
+                             "its slow C++ code generation)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's own; 1 for --dry on the CPU, "
+                             "steady on a loaded machine)")
     return parser.parse_args(argv)
 
 
@@ -1025,6 +1093,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     quiet()
+    on_cpu_dry = args.dry and device == "cpu"
+    backend = args.compile_backend or ("aot_eager" if on_cpu_dry else None)
+    threads = args.threads or (1 if on_cpu_dry else None)
+    if threads:
+        torch.set_num_threads(threads)
     scratch_dir = tempfile.TemporaryDirectory(prefix="afreq-bench-gpu-")
     scratch = scratch_dir.name
     if args.dry and (args.out_json is None or args.out_md is None):
@@ -1033,9 +1106,9 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = None
     out_json = args.out_json or (out_dir / "benchmarks_gpu.json" if out_dir else OUT_JSON)
     out_md = args.out_md or (out_dir / "benchmarks.md" if out_dir else OUT_MD)
-    plan = make_plan(args.dry, device)
+    plan = make_plan(args.dry, device, backend)
     clock = Clock(args.budget, plan.estimates)
-    hard_limit = args.hard_limit if args.hard_limit is not None else args.budget + 45
+    hard_limit = args.hard_limit if args.hard_limit is not None else args.budget + 30
     gpu, peak = describe_device(device)
     command = shlex.join(["python", "-m", "benchmarks.gpu",
                           *(sys.argv[1:] if argv is None else argv)])
@@ -1049,6 +1122,7 @@ def main(argv: list[str] | None = None) -> int:
         "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32,
                  "cudnn": torch.backends.cudnn.allow_tf32},
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "compile_backend": backend or "inductor", "torch_threads": torch.get_num_threads(),
         "plan": {"warmup": plan.warmup, "timed": plan.timed, "compile_warmup":
                  plan.compile_warmup, "infer_warmup": plan.infer_warmup,
                  "infer_repeats": plan.infer_repeats}})
@@ -1064,7 +1138,9 @@ def main(argv: list[str] | None = None) -> int:
                 holder[part] = {"status": "interrupted: hard time limit"}
         data = state.snapshot()
         data["meta"]["elapsed_s"] = clock.elapsed()
-        write_outputs(finalise(data, interrupted), out_json, out_md)
+        data = finalise(data, interrupted)
+        write_outputs(data, out_json, out_md)
+        print(markdown(data), flush=True)
         print(f"wrote {out_json} and {out_md}", flush=True)
         return True
 

@@ -18,6 +18,7 @@ from anomaly_freq.errors import AfreqError
 from anomaly_freq.freq import butterworth_highpass
 from anomaly_freq.methods.fair import FAIR
 from anomaly_freq.methods.fair.anomaly import anomaly_map, restoration_loss, ssim
+from anomaly_freq.methods.fair.model import lr_milestones
 from anomaly_freq.methods.fair.network import RestorationNet, parameter_count
 from anomaly_freq.methods.fair.synthesis import Corruptions
 
@@ -284,6 +285,13 @@ def test_learning_rate_drops_at_80_and_90_percent_of_the_epochs():
     scheduler = optimizer["lr_scheduler"]["scheduler"]
     assert sorted(scheduler.milestones) == [640, 720]  # 800 epochs without a trainer
     assert scheduler.gamma == 0.2 and optimizer["lr_scheduler"]["interval"] == "epoch"
+
+
+def test_short_runs_keep_the_learning_rate():
+    assert lr_milestones(1) == [] and lr_milestones(2) == [1, 1] and lr_milestones(-1) == []
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestones(1), gamma=0.2)
+    assert scheduler.get_last_lr() == [1e-4]
 
 
 # ------------------------------------------------------------------ training through the engine

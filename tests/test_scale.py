@@ -240,3 +240,16 @@ def test_every_method_trains_under_mixed_precision(tmp_path, precision):
                                      f"output.root={tmp_path}"]))
         assert 0 <= result.metrics["image_auroc"] <= 1, name
         assert json.loads((result.run_dir / "protocol.json").read_text())["precision"] == precision
+
+
+def test_bf16_on_a_gpu_without_it_names_the_key_and_what_works(monkeypatch):
+    from types import SimpleNamespace
+
+    from anomaly_freq.engine import check_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    with pytest.raises(AfreqError, match=r"trainer\.precision=bf16-mixed.*V100.*16-mixed"):
+        check_precision(trainer, {"precision": "bf16-mixed"})
+    check_precision(trainer, {"precision": "16-mixed"})  # float16 is fine there
