@@ -356,33 +356,12 @@ def fit(trainer: pl.Trainer, method: Any, **kwargs: Any) -> None:
         trainer.fit(method, **kwargs)
 
 
-@contextlib.contextmanager
-def compile_backend(backend: str | None) -> Iterator[None]:
-    """Within: `nn.Module.compile` (what `apply_speed_options` calls) uses ``backend`` unless
-    told otherwise; None leaves torch.compile's default (inductor)."""
-    if backend is None:
-        yield
-        return
-    original = torch.nn.Module.compile
-
-    def compile_with(self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("backend", backend)
-        return original(self, *args, **kwargs)
-
-    torch.nn.Module.compile = compile_with
-    try:
-        yield
-    finally:
-        torch.nn.Module.compile = original
-
-
 def build_method(name: str, overrides: list[str], backend: str | None = None) -> Any:
     """The method as `engine.run_category` builds it: config, registry, speed options."""
     cfg = load_config(overrides)
     torch.manual_seed(0)
     method = registry.create_method(cfg.method.name, cfg)
-    with compile_backend(backend):
-        method.apply_speed_options()
+    method.apply_speed_options(backend)
     return method
 
 

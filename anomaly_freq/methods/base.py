@@ -79,16 +79,16 @@ class AnomalyModule(pl.LightningModule):
         rank = self.global_rank if self._trainer is not None else 0
         return keyed_generator(int(self.cfg.seed), self.global_step, rank, device=self.device)
 
-    def apply_speed_options(self) -> None:
+    def apply_speed_options(self, compile_backend: str | None = None) -> None:
         """``method.channels_last`` and ``method.compile`` (torch.compile in place, so the
-        state dict keeps its keys) on the method's `speed_modules`."""
+        state dict keeps its keys; ``compile_backend`` None = inductor) on `speed_modules`."""
         m = self.cfg.method
         for name in self.speed_modules:
             module = getattr(self, name)
             if m.get("channels_last"):
                 module.to(memory_format=torch.channels_last)
             if m.get("compile"):
-                module.compile()
+                module.compile(**({"backend": compile_backend} if compile_backend else {}))
 
     def prepare_for_inference(self) -> None:
         """Derive what scoring needs from training data (statistics, say). Called after
