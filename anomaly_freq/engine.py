@@ -123,6 +123,8 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
         trainer.loggers = [pl.loggers.CSVLogger(str(shared.path), name="logs", version="")]
         if monitor is not None:
             monitor.path = shared.path / "test_curve.csv"
+        if trainer.world_size > 1:  # Lightning kills the others when one rank dies
+            write_atomic(shared.path / "error.txt", PENDING)
     try:
         _guard_interrupt(trainer.fit, method, datamodule=datamodule)
         _guard_interrupt(trainer.predict, method, datamodule=datamodule, return_predictions=False)
@@ -140,6 +142,7 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
         write_json(run_dir / "protocol.json",
                    {**protocol(cfg, method, len(train), len(test), trainer.world_size),
                     **evaluator.protocol()})
+        (run_dir / "error.txt").unlink(missing_ok=True)
         write_json(run_dir / "metrics.json", {"category": category, **metrics})
     except BaseException as err:
         _record_error(shared.path, trainer.global_rank, err)
@@ -167,21 +170,23 @@ class SharedRunDir(pl.Callback):
         self.path = None if path is None else Path(path)
 
 
+PENDING = ("no result yet: the run is in progress, or one of its processes was killed before "
+           "it could report (its traceback is in the terminal or job log)\n")
+
+
 def _record_error(run_dir: Path | None, rank: int, err: BaseException) -> None:
     """error.txt in the run folder, holding the first failure: when one DDP rank fails, the
     others fail next (their peer is gone) and must not hide the cause."""
     if run_dir is None:
         return
-    prefix = f"rank {rank} failed:\n" if rank else ""
-    text = prefix + "".join(traceback.format_exception(err))
-    tmp = run_dir / f".error.{os.getpid()}.tmp"
-    tmp.write_text(text)
     try:
-        os.link(tmp, run_dir / "error.txt")  # fails if another rank recorded its error first
+        os.close(os.open(run_dir / ".error-claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
+        return  # another rank recorded its failure first
+    except OSError:
+        pass  # a folder this rank cannot reach: write_atomic reports that below
+    prefix = f"rank {rank} failed:\n" if rank else ""
+    write_atomic(run_dir / "error.txt", prefix + "".join(traceback.format_exception(err)))
 
 
 def make_trainer(cfg: DictConfig, method: Any, callbacks: list) -> pl.Trainer:
@@ -189,8 +194,8 @@ def make_trainer(cfg: DictConfig, method: Any, callbacks: list) -> pl.Trainer:
     names the keys, before any run folder exists."""
     kwargs = trainer_kwargs(cfg, method, callbacks)
     check_devices(kwargs)
-    several = kwargs.get("devices", 1) not in (1, "1") or int(kwargs.get("num_nodes", 1)) > 1
-    if several and not any(p.requires_grad for p in method.parameters()):
+    check_strategy(kwargs)
+    if _several(kwargs) and not any(p.requires_grad for p in method.parameters()):
         raise AfreqError(f"method {cfg.method.name} learns no parameters by gradient, so DDP "
                          f"has nothing to synchronise; run it with trainer.devices=1")
     try:
@@ -202,6 +207,28 @@ def make_trainer(cfg: DictConfig, method: Any, callbacks: list) -> pl.Trainer:
         raise AfreqError(f"{_trainer_settings(kwargs)} cannot run here: {first}") from err
     check_precision(trainer, kwargs)
     return trainer
+
+
+def _several(kwargs: dict) -> bool:
+    return kwargs.get("devices", 1) not in (1, "1") or int(kwargs.get("num_nodes", 1)) > 1
+
+
+# environment variables through which a launcher joins the machines of a multi-node run
+MULTI_NODE_LAUNCHERS = ("SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "MASTER_ADDR", "NODE_RANK")
+
+
+def check_strategy(kwargs: dict) -> None:
+    """Strategies whose processes the engine can follow: not the spawning kinds (the results
+    would stay in the spawned processes), and several nodes only with a launcher."""
+    strategy = str(kwargs.get("strategy", "auto"))
+    if any(word in strategy for word in ("spawn", "fork", "notebook")):
+        raise AfreqError(f"trainer.strategy={strategy} runs training in processes that cannot "
+                         "return the predictions; use trainer.strategy=ddp")
+    nodes = int(kwargs.get("num_nodes", 1))
+    if nodes > 1 and not any(v in os.environ for v in MULTI_NODE_LAUNCHERS):
+        raise AfreqError(f"trainer.num_nodes={nodes} needs a launcher that starts the other "
+                         "nodes (SLURM, torchrun, or the same command on each node with "
+                         "MASTER_ADDR and NODE_RANK set); on one machine use trainer.devices")
 
 
 def _trainer_settings(kwargs: dict) -> str:
@@ -252,7 +279,9 @@ def trainer_kwargs(cfg: DictConfig, method: Any, callbacks: list) -> dict:
         # Lightning would quietly switch to bf16 on CPU; keep the float16 autocast asked for
         kwargs.pop("precision")
         kwargs["plugins"] = [MixedPrecision("16-mixed", "cpu")]
-    if str(kwargs.get("strategy")) == "ddp" and method.ddp_find_unused_parameters:
+    strategy = str(kwargs.get("strategy", "auto"))
+    if method.ddp_find_unused_parameters and (
+            strategy == "ddp" or (strategy == "auto" and _several(kwargs))):
         kwargs["strategy"] = "ddp_find_unused_parameters_true"
     return {
         **kwargs,
@@ -267,7 +296,8 @@ def trainer_kwargs(cfg: DictConfig, method: Any, callbacks: list) -> dict:
 
 def _on_cpu(kwargs: dict) -> bool:
     accelerator = str(kwargs.get("accelerator", "auto"))
-    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
+                                    and not torch.backends.mps.is_available())
 
 
 def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int,

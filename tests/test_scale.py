@@ -77,9 +77,12 @@ def test_training_synthesis_is_identical_for_any_worker_count(name):
     assert any(not torch.equal(first[i], t) for i, t in later if i in first)
 
 
-def test_samplers_shard_every_index_exactly_once():
+def test_samplers_shard_every_index_and_pad_uneven_shares():
     shards = [list(ShardSampler(41, rank, 3)) for rank in range(3)]
-    assert sorted(i for shard in shards for i in shard) == list(range(41))
+    assert {len(shard) for shard in shards} == {14}
+    flat = [i for shard in shards for i in shard]
+    assert set(flat) == set(range(41)) and len(flat) == 42  # one image scored twice, merged once
+    assert list(ShardSampler(1, rank=1, world=2)) == [0]  # no rank is left without images
     ranks = [list(EpochSampler(41, seed=0, rank=r, world=3)) for r in range(3)]
     assert len({len(r) for r in ranks}) == 1  # equal step counts on every rank
     assert {i for r in ranks for _, i in r} == set(range(41))
@@ -97,15 +100,18 @@ def test_fair_metrics_do_not_depend_on_the_number_of_workers(tmp_path):
     assert metrics[0] == metrics[1]
 
 
-DDP_RUNS = {"fair": FAIR_TINY,
-            # a GAN: the generator's step leaves the discriminator without gradients
-            "ocrgan": ["method=ocrgan_fast", "trainer.max_epochs=1", "output.report_images=0",
-                       "output.save_checkpoint=false", "trainer.enable_progress_bar=false"]}
+DDP_RUNS = {"fair": (FAIR_TINY, 40),
+            # a GAN (the generator's step leaves the discriminator without gradients), on a
+            # test set of 39 images that two processes cannot split evenly
+            "ocrgan": (["method=ocrgan_fast", "trainer.max_epochs=1", "output.report_images=0",
+                        "output.save_checkpoint=false", "trainer.enable_progress_bar=false",
+                        "dataset.n_test_good=19"], 39)}
 
 
 @pytest.mark.parametrize("name", sorted(DDP_RUNS))
 def test_two_process_ddp_writes_one_folder_and_scores_each_image_once(tmp_path, name):
-    args = ["run", *DDP_RUNS[name], "dataset.category=weave", "trainer.accelerator=cpu",
+    overrides, n_test = DDP_RUNS[name]
+    args = ["run", *overrides, "dataset.category=weave", "trainer.accelerator=cpu",
             "trainer.devices=2", "trainer.strategy=ddp", "dataset.num_workers=0",
             f"output.root={tmp_path}"]
     done = run_cli(args, tmp_path, {"OMP_NUM_THREADS": "1"})
@@ -113,7 +119,8 @@ def test_two_process_ddp_writes_one_folder_and_scores_each_image_once(tmp_path, 
     (folder,) = (tmp_path / name / "synthetic" / "weave").iterdir()
     scores = pd.read_csv(folder / "scores.csv")
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert len(scores) == 40 and scores.path.nunique() == 40
+    assert len(scores) == n_test and scores.path.nunique() == n_test
+    assert not (folder / "error.txt").exists()
     assert metrics["image_auroc"] == pytest.approx(roc_auc_score(scores.label, scores.pred_score),
                                                    abs=1e-12)
     assert json.loads((folder / "protocol.json").read_text())["processes"] == 2
@@ -175,18 +182,60 @@ def test_a_method_without_trainable_parameters_asks_for_one_device(tmp_path):
     (["trainer.accelerator=cpu", "trainer.devices=512"], "trainer.devices=512"),
     (["trainer.accelerator=cpu", "trainer.strategy=fsdp"], "trainer.strategy=fsdp"),
     (["trainer.accelerator=gpu"], "trainer.accelerator=cpu"),
+    (["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn"],
+     "trainer.strategy=ddp"),
+    (["trainer.accelerator=cpu", "trainer.num_nodes=2", "trainer.strategy=ddp"],
+     "trainer.num_nodes=2"),
 ])
-def test_impossible_trainer_settings_fail_in_one_line_before_a_folder(tmp_path, overrides,
-                                                                      needle):
+def test_impossible_trainer_settings_fail_in_one_line_before_a_folder(tmp_path, monkeypatch,
+                                                                      overrides, needle):
+    for name in ("SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "MASTER_ADDR", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
     if "gpu" in str(overrides) and torch.cuda.is_available():
         overrides = ["trainer.accelerator=gpu", f"trainer.devices={torch.cuda.device_count() + 1}"]
         needle = "trainer.devices"
-    cfg = load_config(["method=freqstat", *TINY_SYNTHETIC, "dataset.category=weave",
-                       f"output.root={tmp_path}", *overrides])
+    cfg = load_config(["method=fair_fast", "model.base_width=4", *TINY_SYNTHETIC,
+                       "dataset.category=weave", f"output.root={tmp_path}", *overrides])
     with pytest.raises(AfreqError, match=needle.replace(".", r"\.")) as caught:
         run(cfg)
     assert "\n" not in str(caught.value)
-    assert not (tmp_path / "freqstat").exists()
+    assert not (tmp_path / "fair").exists()
+
+
+def test_a_gan_over_several_devices_finds_unused_parameters():
+    from anomaly_freq.engine import trainer_kwargs
+
+    model = registry.create_method("ocrgan", load_config(["method=ocrgan_fast"]))
+    for strategy in ("ddp", "auto"):
+        cfg = load_config(["method=ocrgan_fast", "trainer.devices=2",
+                           f"trainer.strategy={strategy}"])
+        assert trainer_kwargs(cfg, model, [])["strategy"] == "ddp_find_unused_parameters_true"
+    one = trainer_kwargs(load_config(["method=ocrgan_fast"]), model, [])
+    assert one["strategy"] == "auto"
+
+
+def test_ocrgan_skips_only_batches_smaller_than_its_ranks_share():
+    from types import SimpleNamespace
+
+    model = registry.create_method("ocrgan", load_config(["method=ocrgan_fast"]))
+    share = SimpleNamespace(sampler=range(6), dataset=range(12))  # rank's 6 of 12 images
+    model._trainer = SimpleNamespace(train_dataloader=share)
+    assert not model._skip(6)  # every batch of a rank holding fewer images than a batch trains
+    share.sampler = range(20)
+    assert model._skip(4) and not model._skip(8)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_training_transforms_work_in_spawned_workers(name):
+    # spawn (macOS, and forkserver on Linux with Python 3.14) pickles the dataset to workers
+    dm = _datamodule(name, 1)
+    loader = torch.utils.data.DataLoader(dm.train_set, batch_size=2, num_workers=1,
+                                         sampler=EpochSampler(len(dm.train_set), 0),
+                                         multiprocessing_context="spawn")
+    batch = next(iter(loader))
+    reference = next(iter(_datamodule(name, 0).train_dataloader()))
+    synthesised = {"fair": "input", "dfd": "augmented", "ocrgan": "forged"}[name]
+    assert torch.equal(batch[synthesised], reference[synthesised][:2])
 
 
 # ------------------------------------------------------------------ precision and compile
@@ -220,6 +269,17 @@ def test_mixed_precision_scores_stay_close_to_fp32(name, precision):
     mixed = _scores(model, MixedPrecision(precision, "cpu").predict_step_context())
     torch.testing.assert_close(mixed, reference, rtol=0.05, atol=0.02)
     assert not torch.equal(mixed, reference)  # autocast did run the networks in half precision
+
+
+def test_the_discriminator_probability_is_float32_under_autocast():
+    model = _model("ocrgan")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        reference, _ = model.discriminator(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            probability, _ = model.discriminator(x)
+    assert probability.dtype == torch.float32
+    torch.testing.assert_close(probability, reference, rtol=0.05, atol=0.02)
 
 
 @pytest.mark.parametrize("name", sorted(SPEED))

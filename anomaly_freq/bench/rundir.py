@@ -52,8 +52,10 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-# Keys that change where, how fast or how visibly a run happens, not the experiment (a DDP
-# run's process count is recorded in protocol.json).
+# Keys left out of the hash: where, how fast or how visibly a run happens. The device keys
+# are among them on purpose: a point finished on one GPU counts as finished on four, although
+# DDP trains with a larger effective batch; protocol.json and `afreq results` record
+# `processes`, so runs on different device counts can be told apart.
 NON_EXPERIMENT_KEYS = ("output", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
                        "dataset.num_workers", "dataset.cache", "dataset.root", "method.preset",
                        "method.channels_last", "method.compile", "trainer.devices",

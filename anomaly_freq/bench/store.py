@@ -14,7 +14,8 @@ from anomaly_freq.bench.rundir import FINISHED_MARKER, config_hash
 from anomaly_freq.config import CONFIG_DIR
 
 PROTOCOL_FIELDS = ("eval_resolution", "image_size", "epochs", "model_selection",
-                   "score_normalisation", "pro_variant", "learning_type")
+                   "score_normalisation", "pro_variant", "learning_type", "processes",
+                   "precision")
 COLUMNS = ["method", "preset", "dataset", "data", "category", "seed", "shots", "shot_seed",
            "metric", "value", "config_hash", "variant", *PROTOCOL_FIELDS, "run_dir"]
 # Keys of a dataset's own config file that say where or which part of it, not what data it is.

@@ -46,7 +46,8 @@ class SynthesisDataset(Dataset):
         item = self.base[index]
         if self.transform is None:
             return item
-        item = self.transform(item, keyed_generator(self.seed, epoch, index), self.base)
+        item = self.transform(item, keyed_generator(self.seed, "sample", epoch, index),
+                              self.base)
         return {**item, "synthesised": True}
 
 
@@ -82,11 +83,14 @@ class EpochSampler(Sampler):
 
 
 class ShardSampler(Sampler):
-    """This rank's share of an evaluation set: indices rank, rank + world, …, no padding, so
-    the ranks together see every index exactly once."""
+    """This rank's share of an evaluation set: indices rank, rank + world, …; when the set does
+    not divide evenly, the last ranks repeat its first images so that none has an empty share
+    (the evaluator counts each image once when it merges the shares)."""
 
     def __init__(self, size: int, rank: int = 0, world: int = 1) -> None:
-        self.indices = range(rank, size, world)
+        per_rank = max(1, math.ceil(size / world)) if size else 0
+        padded = [i % size for i in range(per_rank * world)] if size else []
+        self.indices = padded[rank::world]
 
     def __len__(self) -> int:
         return len(self.indices)

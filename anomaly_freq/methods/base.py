@@ -60,7 +60,7 @@ class AnomalyModule(pl.LightningModule):
     def with_synthesis(self, batch: dict[str, Any]) -> dict[str, Any]:
         """``batch`` with `train_transform` applied, here in the main process, if the loader
         did not (a loader other than AnomalyDataModule's); draws keyed by (seed, epoch, step,
-        position), textures borrowed from the batch."""
+        rank, position), textures borrowed from the batch."""
         transform = self.train_transform()
         if transform is None or batch.get("synthesised") is not None:
             return batch
@@ -68,16 +68,20 @@ class AnomalyModule(pl.LightningModule):
         items = [{k: v[i] for k, v in batch.items() if _per_sample(v, n)} for i in range(n)]
         clean = [{k: v.cpu() if torch.is_tensor(v) else v for k, v in item.items()}
                  for item in items]
-        seed = int(self.cfg.seed)
-        done = [transform(item, keyed_generator(seed, self.current_epoch, self.global_step, i),
-                          clean) for i, item in enumerate(clean)]
+        seed, rank = int(self.cfg.seed), self._rank()
+        done = [transform(item, keyed_generator(seed, "in-step", self.current_epoch,
+                                                self.global_step, rank, i), clean)
+                for i, item in enumerate(clean)]
         return self.transfer_batch_to_device(default_collate(done), self.device, 0)
 
     def step_generator(self) -> torch.Generator:
         """Generator on the model's device for batched draws (feature noise), seeded by
         (seed, global step, rank): reproducible, and different on every rank."""
-        rank = self.global_rank if self._trainer is not None else 0
-        return keyed_generator(int(self.cfg.seed), self.global_step, rank, device=self.device)
+        return keyed_generator(int(self.cfg.seed), "step", self.global_step, self._rank(),
+                               device=self.device)
+
+    def _rank(self) -> int:
+        return self.global_rank if self._trainer is not None else 0
 
     def apply_speed_options(self, compile_backend: str | None = None) -> None:
         """``method.channels_last`` and ``method.compile`` (torch.compile in place, so the

@@ -78,19 +78,23 @@ class Evaluator:
             self.indices.append(int(batch["index"][i]) if "index" in batch
                                 else len(self.indices))
 
-    def gather(self) -> None:
-        """Merge every rank's share of the test set into this evaluator, on every rank.
+    def gather(self) -> bool:
+        """Under DDP, merge every rank's share of the test set into rank 0's evaluator; True
+        on the rank that then holds the whole set (always, on one process).
 
-        Ranks predict disjoint shards; the union is put back in test-set order and an image
-        that reached two ranks counts once, so the metrics equal one device's.
+        The shares are put back in test-set order and an image that reached two ranks (the
+        padding of uneven shares) counts once, so the metrics equal one device's.
         """
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return
+            return True
         fields = ("rows", "maps", "masks", "parts", "score_parts", "indices")
-        shards: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(shards, ({f: getattr(self, f) for f in fields}, self.has_masks))
+        lead = dist.get_rank() == 0
+        shards: list[Any] | None = [None] * dist.get_world_size() if lead else None
+        dist.gather_object(({f: getattr(self, f) for f in fields}, self.has_masks), shards, dst=0)
+        if not lead:
+            return False
         seen: dict[int, tuple[dict[str, list], int]] = {}
         for state, _ in shards:
             for position, index in enumerate(state["indices"]):
@@ -101,6 +105,7 @@ class Evaluator:
                 continue
             setattr(self, f, [seen[i][0][f][seen[i][1]] for i in order])
         self.has_masks = all(has for _, has in shards)
+        return True
 
     def _mask(self, batch: dict[str, Any], i: int, mask_path: str) -> np.ndarray:
         if self.resolution != "original":

@@ -55,6 +55,7 @@ class BestOnTestMonitor(pl.Callback):
         self.pixel = any(m.startswith("pixel_") for m in self.select_by)
         self.curve: list[dict[str, float]] = []
         self.epochs_done = 0
+        self.evaluated = 0  # the last epoch scored (on every rank: the curve is rank 0's)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epochs_done += 1
@@ -64,10 +65,11 @@ class BestOnTestMonitor(pl.Callback):
             self._evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.epochs_done and (not self.curve or self.curve[-1]["epoch"] != self.epochs_done):
+        if self.epochs_done and self.evaluated != self.epochs_done:
             self._evaluate(trainer, pl_module)
 
     def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.evaluated = self.epochs_done
         states = _random_states()
         was_training = pl_module.training
         pl_module.eval()
@@ -81,15 +83,15 @@ class BestOnTestMonitor(pl.Callback):
                 for i, batch in enumerate(self.loader):
                     batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
                     evaluator.update(batch, pl_module.predict_step(batch, i))
-            evaluator.gather()
-            metrics = evaluator.compute(pixel=self.pixel)
+            metrics = evaluator.compute(pixel=self.pixel) if evaluator.gather() else None
         finally:
             pl_module.on_predict_end()
             pl_module.train(was_training)
             _restore_random_states(states)
+        if metrics is None:  # a DDP rank other than 0: rank 0 scores the gathered set
+            return
         self.curve.append({"epoch": self.epochs_done, **metrics})
-        if self.path is not None:  # None on the ranks other than 0
-            write_csv(self.path, self.curve)
+        write_csv(self.path, self.curve)
 
     def best(self) -> dict[str, float]:
         """The chosen evaluation's metrics, prefixed; empty when none ran or none can choose."""

@@ -174,7 +174,8 @@ class DFD(AnomalyModule):
         was_training = self.training
         self.eval()
         perlin_maps, gauss_maps = [], []
-        with torch.no_grad():
+        # the precision the test maps are computed in, so the statistics fit them
+        with torch.no_grad(), self.trainer.precision_plugin.predict_step_context():
             for i, batch in enumerate(loader):
                 if i >= limit:
                     break

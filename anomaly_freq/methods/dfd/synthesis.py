@@ -27,7 +27,8 @@ FOREGROUND_MODES = ("all", "above", "below")
 
 
 class PseudoAnomalies:
-    """Batch-level wrapper: (images, paths, angles) → (augmented, masks B×1×H×W, labels B)."""
+    """One image's pseudo-anomaly (`one`), or a batch's: (images, paths, angles) →
+    (augmented, masks B×1×H×W, labels B)."""
 
     def __init__(self, probability: float, size: int, dtd_root: str | None = None,
                  beta: tuple[float, float] = (0.0, 0.8), foreground: str = "all",
@@ -40,14 +41,12 @@ class PseudoAnomalies:
         self.probability, self.beta, self.foreground = probability, beta, foreground
         self.fixed, self.seed = fixed, seed
         self.textures = TextureSource(dtd_root, size)
-        self._stream = torch.Generator().manual_seed(seed)
 
-    def generator(self, path: str, angle: float,
-                  stream: torch.Generator | None = None) -> torch.Generator:
-        """The draw's generator: keyed by the copy when fixed, else ``stream`` (the sample's
-        epoch-keyed generator) or this object's own seeded stream."""
+    def generator(self, path: str, angle: float, stream: torch.Generator) -> torch.Generator:
+        """The draw's generator: keyed by the copy when fixed, else ``stream`` (in training,
+        the sample's epoch-keyed generator)."""
         if not self.fixed:
-            return self._stream if stream is None else stream
+            return stream
         # the image's last three path parts (e.g. train/good/000.png), not its absolute path:
         # the pseudo-anomaly must not depend on where the dataset is stored
         name = "/".join(PurePath(path).parts[-3:])
@@ -77,11 +76,13 @@ class PseudoAnomalies:
         augmented, mask = perlin_texture_anomaly(image, texture, generator, self.beta, mask)
         return augmented, mask, float(mask.any())
 
-    def __call__(self, images: torch.Tensor, paths: Sequence[str],
-                 angles: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, paths: Sequence[str], angles: Sequence[float],
+                 stream: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        stream = stream or torch.Generator().manual_seed(self.seed)
         out, masks, labels = [], [], []
         for image, path, angle in zip(images.cpu(), paths, angles, strict=True):
-            augmented, mask, label = self.one(image, self.generator(path, angle), angle)
+            augmented, mask, label = self.one(image, self.generator(path, angle, stream), angle)
             out.append(augmented)
             masks.append(mask)
             labels.append(label)

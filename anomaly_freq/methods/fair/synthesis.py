@@ -78,7 +78,7 @@ class Corruptions:
         self.faithful = cutpaste_mode == "official"
         self.texture_source = texture_source
         self.textures = TextureSource(dtd_root, size) if texture_source == "dtd" else None
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed  # of `__call__`'s draws; no generator is kept, so workers can unpickle
 
     def _texture(self, g: torch.Generator, size: tuple[int, int],
                  pick: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
@@ -108,15 +108,17 @@ class Corruptions:
             corrupted, mask = image, torch.zeros(1, *size)
         return corrupted, image, mask
 
-    def __call__(self, images: torch.Tensor
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """B×3×H×W → (corrupted, target, mask B×1×H×W), textures picked from the batch."""
+        """B×3×H×W → (corrupted, target, mask B×1×H×W), textures picked from the batch, all
+        draws from ``generator`` (default: a fresh one seeded with this object's seed)."""
+        g = generator or torch.Generator().manual_seed(self.seed)
         batch = images.detach().float().cpu()
 
         def pick(g: torch.Generator) -> torch.Tensor:
             return batch[int(torch.randint(batch.shape[0], (), generator=g))]
 
-        parts = [self.one(image, self.generator, pick) for image in batch]
+        parts = [self.one(image, g, pick) for image in batch]
         corrupted, target, mask = (torch.stack(p).to(images.device) for p in zip(*parts,
                                                                                   strict=True))
         return corrupted, target, mask

@@ -35,6 +35,7 @@ from anomaly_freq.methods.ocrgan.networks import (
 )
 from anomaly_freq.registry import register_method
 from anomaly_freq.synth import cutout, cutpaste_small
+from anomaly_freq.synth.rng import keyed_generator
 
 FD_MODES = ("signed", "official")
 FORGERIES = ("both", "cutpaste", "cutout", "none")
@@ -92,7 +93,8 @@ class TrainingSample:
     def __call__(self, item: dict[str, Any], g: torch.Generator, source: Any) -> dict[str, Any]:
         image = item["image"]
         low, high, real = (t[0] for t in decouple(image[None], self.fd_mode))
-        return {**item, "low": low, "high": high, "real": real, "forged": self.forge(image, g)}
+        item = {**item, "low": low, "high": high, "real": real}
+        return item if self.forgeries == "none" else {**item, "forged": self.forge(image, g)}
 
 
 @register_method("ocrgan")
@@ -180,8 +182,8 @@ class OCRGAN(AnomalyModule):
         if not self.drop_last or n >= self.batch_size:
             return False
         loader = self.trainer.train_dataloader if self._trainer is not None else None
-        dataset = getattr(loader, "dataset", None)
-        return dataset is not None and len(dataset) >= self.batch_size
+        sampler = getattr(loader, "sampler", None)  # under DDP: this rank's share
+        return sampler is not None and len(sampler) >= self.batch_size
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         batch = self.with_synthesis(batch)
@@ -224,8 +226,9 @@ class OCRGAN(AnomalyModule):
         self.manual_backward(loss_d)
         opt_d.step()
         self.untoggle_optimizer(opt_d)
-        if float(loss_d.detach()) < self.d_reinit_below:
-            init_weights(self.discriminator)  # the code restarts a discriminator that has won
+        if self._won(loss_d):  # the code restarts a discriminator that has won
+            init_weights(self.discriminator, keyed_generator(int(self.cfg.seed), "reinit",
+                                                             self.global_step))
 
         if not (torch.isfinite(loss_g) and torch.isfinite(loss_d)):
             raise AfreqError(
@@ -235,6 +238,16 @@ class OCRGAN(AnomalyModule):
         n = images.shape[0]
         self.log_dict({"loss_g": loss_g, "loss_d": loss_d, "loss_con": loss_con},
                       prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+
+    def _won(self, loss_d: torch.Tensor) -> bool:
+        """D's loss below ``d_reinit_below``, averaged over DDP ranks so that all of them
+        restart D together (from the same draws) and the replicas stay equal."""
+        if self.d_reinit_below <= 0:
+            return False
+        loss = loss_d.detach()
+        if self._trainer is not None:
+            loss = self.trainer.strategy.reduce(loss, reduce_op="mean")
+        return float(loss) < self.d_reinit_below
 
     # ---------------------------------------------------------------- inference
 
@@ -284,7 +297,8 @@ class OCRGAN(AnomalyModule):
 
 
 def _bce(probability: torch.Tensor, target: float) -> torch.Tensor:
-    """Binary cross-entropy against a constant label, in fp32 (it is unsafe under autocast)."""
+    """Binary cross-entropy against a constant label, in fp32 (it is unsafe under autocast);
+    the discriminator computes its probability in fp32 too."""
     with full_precision(probability):
         p = probability.float()
         return F.binary_cross_entropy(p, torch.full_like(p, target))

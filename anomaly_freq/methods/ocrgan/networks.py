@@ -166,20 +166,29 @@ class Discriminator(nn.Module):
         self.classifier = nn.Sequential(nn.Conv2d(nz, 1, 3, 1, 1, bias=False), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(probability B, feature B×nz) of B×3×S×S images."""
+        """(probability B, feature B×nz) of B×3×S×S images; the probability in fp32 also
+        under autocast, where a half-precision sigmoid would round confident outputs to 1."""
         feature = self.features(x)
-        return self.classifier(feature).flatten(), feature.flatten(1)
+        with torch.autocast(feature.device.type, enabled=False):
+            probability = self.classifier(feature.float())
+        return probability.flatten(), feature.flatten(1)
 
 
-def init_weights(module: nn.Module) -> None:
-    """The code's initialisation: conv/linear N(0, 0.02) with zero bias, BatchNorm N(1, 0.02)."""
+def init_weights(module: nn.Module, generator: torch.Generator | None = None) -> None:
+    """The code's initialisation: conv/linear N(0, 0.02) with zero bias, BatchNorm N(1, 0.02);
+    drawn on the CPU from ``generator`` (None: torch's global RNG)."""
+    def normal(weight: torch.Tensor, mean: float) -> None:
+        draw = torch.empty(weight.shape).normal_(mean, 0.02, generator=generator)
+        with torch.no_grad():
+            weight.copy_(draw)
+
     for m in module.modules():
         if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+            normal(m.weight, 0.0)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
+            normal(m.weight, 1.0)
             nn.init.zeros_(m.bias)
 
 
