@@ -47,3 +47,25 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {torch.get_num_threads()} torch threads, {gpu}; "
             f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+# `make bench-gpu` writes its section of docs/benchmarks.md between these; `make bench` keeps it
+START, END = "<!-- gpu-benchmark:start -->", "<!-- gpu-benchmark:end -->"
+
+
+def splice(existing: str, block: str) -> str:
+    """``existing`` with the text between the markers replaced by ``block`` (which carries the
+    markers), or ``block`` appended when the markers are absent."""
+    start, end = existing.find(START), existing.find(END)
+    if start != -1 and end > start:
+        tail = existing[end + len(END):]
+        return existing[:start] + block.rstrip("\n") + tail
+    if not existing:
+        return block
+    return existing.rstrip("\n") + "\n\n" + block
+
+
+def gpu_block(existing: str) -> str:
+    """The marked GPU section of ``existing`` (markers included), or ""."""
+    start, end = existing.find(START), existing.find(END)
+    return existing[start:end + len(END)] + "\n" if start != -1 and end > start else ""

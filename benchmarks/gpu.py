@@ -60,11 +60,10 @@ from anomaly_freq.data import AnomalyDataModule, cache_dir
 from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.methods.base import check_outputs
 from anomaly_freq.synth.rng import keyed_generator
-from benchmarks.common import machine
+from benchmarks.common import END, START, machine, splice
 
 OUT_JSON = Path("docs/benchmarks_gpu.json")
 OUT_MD = Path("docs/benchmarks.md")
-START, END = "<!-- gpu-benchmark:start -->", "<!-- gpu-benchmark:end -->"
 VARIANTS = ("fp32", "bf16", "bf16+compile")
 METHODS = ("fair", "dfd", "ocrgan")
 #: Dense bf16 tensor-core peak, TFLOP/s (NVIDIA datasheets give twice these, with sparsity:
@@ -998,18 +997,6 @@ def markdown(data: dict[str, Any]) -> str:
         lines += [f"- {data['notes'][key]}"]
     lines += ["", END]
     return "\n".join(lines) + "\n"
-
-
-def splice(existing: str, block: str) -> str:
-    """``existing`` with the text between the markers replaced by ``block`` (which carries the
-    markers), or ``block`` appended when the markers are absent."""
-    start, end = existing.find(START), existing.find(END)
-    if start != -1 and end > start:
-        tail = existing[end + len(END):]
-        return existing[:start] + block.rstrip("\n") + tail
-    if not existing:
-        return block
-    return existing.rstrip("\n") + "\n\n" + block
 
 
 def write_outputs(data: dict[str, Any], out_json: Path, out_md: Path) -> None:

@@ -114,3 +114,14 @@ def test_preset_steps_round_per_category():
     assert gpu.preset_steps([9, 16], batch=8, epochs=2, drop_last=True) == (1 + 2) * 2
     assert gpu.preset_steps([5], batch=8, epochs=3, drop_last=True) == 3  # smaller than a batch
 
+
+
+def test_make_bench_keeps_the_gpu_section_and_bench_gpu_replaces_only_it():
+    from benchmarks.common import END, START, gpu_block, splice
+
+    page = f"# Benchmarks\n\n## CPU\n\nrows\n\n{START}\nold GPU\n{END}\n"
+    assert gpu_block(page) == f"{START}\nold GPU\n{END}\n"
+    updated = splice(page, f"{START}\nnew GPU\n{END}\n")
+    assert "new GPU" in updated and "old GPU" not in updated and "## CPU\n\nrows" in updated
+    assert splice("# B\n", f"{START}\nx\n{END}\n").startswith("# B\n\n" + START)
+    assert gpu_block("no section") == ""
