@@ -309,6 +309,7 @@ def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int,
         "dataset": cfg.dataset.name,
         "category": cfg.dataset.category,
         "image_size": cfg.dataset.image_size,
+        "resize": cfg.dataset.resize,
         "epochs": method.trainer_arguments.get("max_epochs", cfg.trainer.max_epochs),
         "model_selection": "last_epoch",
         "best_on_test": (f"every {cfg.eval.test_every_n_epochs} epochs, the largest "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from anomaly_freq.bench.rundir import write_atomic
@@ -38,9 +39,11 @@ def predict_folder(checkpoint: Path, images: Path, out_dir: Path | None = None,
     out_dir = out_dir or Path(cfg.output.root) / "predict" / cfg.method.name / time.strftime(
         "%Y%m%d-%H%M%S")
     size, crop = cfg.dataset.image_size, cfg.dataset.center_crop
+    resize = OmegaConf.select(cfg, "dataset.resize", default="pil")  # older checkpoints: pil
     pictures, maps, scores = [], [], []
     for start in range(0, len(paths), batch_size):
-        chunk = [decode_image(p, size, crop) for p in paths[start:start + batch_size]]
+        chunk = [decode_image(p, size, crop, resize)
+                 for p in paths[start:start + batch_size]]
         batch = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float().div(255)
         out = method.predict_step({"image": batch.to(device)}, 0)
         pictures += chunk

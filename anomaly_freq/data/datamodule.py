@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.data.fewshot import RotatedCopies
-from anomaly_freq.data.images import decode_image, decode_mask
+from anomaly_freq.data.images import check_resize, decode_image, decode_mask
 from anomaly_freq.data.mvtec_layout import Sample
 from anomaly_freq.data.pipeline import EpochSampler, SampleTransform, ShardSampler, SynthesisDataset
 
@@ -27,11 +27,14 @@ class SampleDataset(Dataset):
     index (the sample's position, by which predictions from several ranks are merged)."""
 
     def __init__(self, samples: Sequence[Sample], category: str, image_size: int,
-                 crop: int | None = None, cache: DecodeCache | None = None) -> None:
+                 crop: int | None = None, cache: DecodeCache | None = None,
+                 resize: str = "pil") -> None:
         self.samples = list(samples)
         self.category, self.size, self.crop = category, image_size, crop
         self.cache = cache or DecodeCache("none")
-        self.geometry = f"{image_size}|{crop}"
+        self.resize = check_resize(resize)
+        # decoded images are cached per resize mode (pil keeps the keys it always had)
+        self.geometry = f"{image_size}|{crop}" + ("" if resize == "pil" else f"|{resize}")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -39,7 +42,7 @@ class SampleDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         s = self.samples[index]
         image = self.cache.get(s.path, "image|" + self.geometry,
-                               lambda: decode_image(s.path, self.size, self.crop))
+                               lambda: decode_image(s.path, self.size, self.crop, self.resize))
         side = image.shape[0]
         if s.mask is None:
             mask = torch.zeros(1, side, side)
@@ -86,7 +89,7 @@ class AnomalyDataModule(pl.LightningDataModule):
             cache = DecodeCache("disk", cache.folder)  # worker processes cannot share a dict
 
         def make(samples: Sequence[Sample]) -> SampleDataset:
-            return SampleDataset(samples, category, d.image_size, d.center_crop, cache)
+            return SampleDataset(samples, category, d.image_size, d.center_crop, cache, d.resize)
 
         train_set = make(train)
         if d.shot_copies:

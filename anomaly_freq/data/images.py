@@ -10,6 +10,9 @@ from PIL import Image, UnidentifiedImageError
 from anomaly_freq.errors import AfreqError
 
 _READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
+#: ``pil``: decode with PIL, antialiased bilinear resize; ``cv2``: the official codes' loaders,
+#: ``cv2.imread`` (8-bit colour) and ``cv2.resize`` with INTER_LINEAR, no antialiasing
+RESIZE_MODES = ("pil", "cv2")
 
 
 def _open(path: Path) -> Image.Image:
@@ -54,9 +57,39 @@ def _fit(image: Image.Image, size: int, crop: int | None, resample: int) -> Imag
     return image
 
 
-def decode_image(path: Path, size: int, crop: int | None = None) -> np.ndarray:
-    """H×W×3 uint8, resized (antialiased bilinear) to ``size`` and centre-cropped to ``crop``."""
+def check_resize(mode: str) -> str:
+    if mode not in RESIZE_MODES:
+        raise AfreqError(f"dataset.resize={mode} is unknown; valid: {', '.join(RESIZE_MODES)}")
+    return mode
+
+
+def decode_image(path: Path, size: int, crop: int | None = None,
+                 resize: str = "pil") -> np.ndarray:
+    """H×W×3 uint8 RGB, resized to ``size`` (see `RESIZE_MODES`) and centre-cropped to
+    ``crop``."""
+    if check_resize(resize) == "cv2":
+        image = _cv2_rgb(path, size)
+        if crop and crop < size:
+            left = (size - crop) // 2
+            image = image[left:left + crop, left:left + crop]
+        return np.ascontiguousarray(image)
     return np.asarray(_fit(read_rgb(path), size, crop, Image.BILINEAR)).copy()
+
+
+def _cv2_rgb(path: Path, size: int) -> np.ndarray:
+    """As the official loaders read: ``cv2.imread`` (grey, 16-bit and alpha images come back
+    as 8-bit BGR), ``cv2.resize`` bilinear, then BGR → RGB (the batch format's order)."""
+    try:
+        import cv2
+    except ImportError as err:
+        raise AfreqError("dataset.resize=cv2 needs OpenCV: pip install opencv-python-headless "
+                         "(or the project's cv2 extra)") from err
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise AfreqError(f"cannot read image {path} with OpenCV; replace or re-download the file")
+    if bgr.shape[:2] != (size, size):
+        bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def decode_mask(path: Path, image_path: Path, size: int, crop: int | None = None) -> np.ndarray:
