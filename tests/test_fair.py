@@ -318,3 +318,19 @@ def test_nan_loss_stops_training_without_a_result(tmp_path):
     (run_dir,) = (tmp_path / "fair" / "synthetic" / "washer").iterdir()
     assert not (run_dir / "metrics.json").exists()
     assert "diverged" in (run_dir / "error.txt").read_text()
+
+
+def test_ssim_range_code_follows_the_official_rule():
+    target = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    restored = target.clone()
+    restored[0, 0, 0, 0] = -0.7  # one pixel below −0.5: the code switches to L = 2
+    code = restoration_loss(restored, target, "code")
+    expected = torch.nn.functional.mse_loss(restored, target) + (
+        1 - ssim(restored, target, data_range=2.0))
+    assert float(code) == pytest.approx(float(expected), abs=1e-12)
+    assert float(code) != pytest.approx(float(restoration_loss(restored, target)), abs=1e-9)
+    assert restoration_loss(target, target, "code") == restoration_loss(target, target)
+    assert load_config(["method=fair"]).method.ssim_range == "code"
+    assert load_config(["method=fair_fast"]).method.ssim_range == "fixed"
+    with pytest.raises(AfreqError, match="method.ssim_range"):
+        _method("method.ssim_range=dynamic")

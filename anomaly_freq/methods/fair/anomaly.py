@@ -52,9 +52,26 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float =
     return ssim_map.mean()
 
 
-def restoration_loss(restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L = MSE(restored, target) + (1 − SSIM(restored, target)), weights 1 : 1."""
-    return F.mse_loss(restored, target) + (1 - ssim(restored, target))
+SSIM_RANGES = ("fixed", "code")
+
+
+def code_data_range(prediction: torch.Tensor) -> float:
+    """The SSIM dynamic range the official code picks from the prediction at every call:
+    (255 if its max > 128 else 1) − (−1 if its min < −0.5 else 0).
+
+    >>> code_data_range(torch.tensor([0.2, 0.9])), code_data_range(torch.tensor([-0.6, 0.9]))
+    (1.0, 2.0)
+    """
+    top = 255.0 if float(prediction.max()) > 128 else 1.0
+    return top - (-1.0 if float(prediction.min()) < -0.5 else 0.0)
+
+
+def restoration_loss(restored: torch.Tensor, target: torch.Tensor,
+                     ssim_range: str = "fixed") -> torch.Tensor:
+    """L = MSE(restored, target) + (1 − SSIM(restored, target)), weights 1 : 1; SSIM's dynamic
+    range fixed to 1, or ``ssim_range="code"``: the official code's rule (`code_data_range`)."""
+    data_range = code_data_range(restored) if ssim_range == "code" else 1.0
+    return F.mse_loss(restored, target) + (1 - ssim(restored, target, data_range=data_range))
 
 
 def _prewitt(channels: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

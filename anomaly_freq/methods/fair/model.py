@@ -21,7 +21,7 @@ from anomaly_freq.errors import AfreqError
 from anomaly_freq.freq import fft_filter, laplacian, sobel, to_grey
 from anomaly_freq.freq.filters import KINDS
 from anomaly_freq.methods.base import AnomalyModule, full_precision
-from anomaly_freq.methods.fair.anomaly import anomaly_map, restoration_loss
+from anomaly_freq.methods.fair.anomaly import SSIM_RANGES, anomaly_map, restoration_loss
 from anomaly_freq.methods.fair.network import RestorationNet
 from anomaly_freq.methods.fair.synthesis import Corruptions, TrainingSample
 from anomaly_freq.registry import register_method
@@ -94,6 +94,10 @@ class FAIR(AnomalyModule):
         self.color_weight, self.bgr_quirk = float(m.color_weight), bool(m.lab_bgr_quirk)
         self.smooth, self.scales = int(m.smooth_kernel), int(m.msgms_scales)
         self.lr = float(m.lr)
+        self.ssim_range = str(m.ssim_range)
+        if self.ssim_range not in SSIM_RANGES:
+            raise AfreqError(f"method.ssim_range={self.ssim_range} is unknown; valid: "
+                             f"{', '.join(SSIM_RANGES)}")
         width = int(cfg.model.base_width)
         if width < 1:
             raise AfreqError(f"model.base_width={width} must be a positive integer")
@@ -139,7 +143,7 @@ class FAIR(AnomalyModule):
         batch = self.with_synthesis(batch)
         restored, target = self.network(batch["input"]), batch["target"]
         with full_precision(restored):
-            loss = restoration_loss(restored.float(), target)
+            loss = restoration_loss(restored.float(), target, self.ssim_range)
         if not torch.isfinite(loss):
             raise AfreqError(
                 f"FAIR training diverged: the loss is {loss.item()} at epoch "
