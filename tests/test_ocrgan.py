@@ -164,3 +164,12 @@ def test_cpu_training_run_detects_synthetic_anomalies(tmp_path, one_thread):
     assert aurocs[1] >= 0.70, aurocs
     assert all(0.5 < r.metrics["pixel_auroc"] <= 1 for r in results)
     assert (results[0].run_dir / "model.pt").exists()
+
+
+def test_one_rule_for_the_frequency_split():
+    # the paper preset splits as the code does, faithful or not; the CPU preset keeps the
+    # corrected split (ocrgan.md §3, docs/protocol.md)
+    assert small_model().fd_mode == "official"
+    assert (small_model().cs_mode, small_model().freeze_d_bn) == ("learned", False)
+    fast = OCRGAN(load_config(["method=ocrgan_fast"]))
+    assert fast.fd_mode == "signed"

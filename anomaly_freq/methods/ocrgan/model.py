@@ -7,11 +7,13 @@ CutPaste + Cutout forgeries. The image score is 0.9 · reconstruction error + 0.
 the discriminator's 100-d features. See the ocrgan.md spec and
 ``configs/method/ocrgan.yaml`` for every option.
 
-Two modes. Default: the paper's intent, corrected — signed bands that sum back to the image,
-learned channel selection (deterministic, trained, checkpointed), D in train mode throughout.
-``method.faithful=true``: the official code's behaviour — uint8 saturating high band with
-per-band scaling (the target becomes ``max(I, blur)/127.5 − 2``), channel-selection weights drawn
-at random on every forward (so inference is stochastic), D's BatchNorm frozen after epoch 1.
+Defaults (the spec's recommendations): the code's frequency split — uint8 saturating high band
+with per-band scaling, so the target becomes ``max(I, blur)/127.5 − 2`` — with the paper's
+learned channel selection (deterministic, trained, checkpointed) and D in train mode throughout.
+``method.faithful=true``: the official code in every respect — also channel-selection weights
+drawn at random on every forward (so inference is stochastic) and D's BatchNorm frozen after
+epoch 1. ``method.fd_mode=signed``: the corrected split, whose bands sum back to the image (the
+``ocrgan_fast`` preset).
 """
 
 from __future__ import annotations
@@ -113,7 +115,8 @@ class OCRGAN(AnomalyModule):
             raise AfreqError(f"OCR-GAN needs a power-of-two image side of at least 16 (the "
                              f"paper uses 256), got {self.side}; set dataset.image_size")
         faithful = bool(m.faithful)
-        self.fd_mode = _resolve(m.fd_mode, faithful, "signed", "official", FD_MODES, "fd_mode")
+        # the spec's default for Table I is the code's split, faithful or not (ocrgan.md §3)
+        self.fd_mode = _resolve(m.fd_mode, faithful, "official", "official", FD_MODES, "fd_mode")
         self.cs_mode = _resolve(m.cs_mode, faithful, "learned", "random", CS_MODES, "cs_mode")
         self.freeze_d_bn = _resolve(m.d_bn_after_epoch1, faithful, "train", "frozen",
                                     ("train", "frozen"), "d_bn_after_epoch1") == "frozen"
