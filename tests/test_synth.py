@@ -19,6 +19,7 @@ from anomaly_freq.synth import (
     perlin_mask,
     perlin_texture_anomaly,
 )
+from anomaly_freq.synth.cutpaste import rotate_like_cv2
 from anomaly_freq.synth.foreground import otsu_threshold
 
 
@@ -134,3 +135,24 @@ def test_otsu_foreground():
     img[:, 8:24, 8:24] = 0.8
     mask = otsu_foreground(img)
     assert int(mask.sum()) == 256 and int(otsu_foreground(img, invert=True).sum()) == 1024 - 256
+
+
+@pytest.mark.parametrize(("h", "w"), [(206, 214), (37, 51), (229, 120)])
+def test_official_cutpaste_rotation_is_cv2_warp_affine(h, w):
+    patch = np.random.default_rng(h).random((h, w, 3), dtype=np.float32)
+    for radians in range(-6, 6):
+        matrix = np.float32([[np.cos(radians), -np.sin(radians), 0],
+                             [np.sin(radians), np.cos(radians), 0]])
+        reference = cv2.warpAffine(patch, matrix, (w, h))  # bilinear, black outside
+        ours = rotate_like_cv2(torch.from_numpy(patch).permute(2, 0, 1), radians)
+        np.testing.assert_allclose(ours.permute(1, 2, 0).numpy(), reference, atol=1e-6)
+
+
+def test_official_cutpaste_draws_height_and_width_apart():
+    shapes = set()
+    for seed in range(12):
+        _, mask = large_cutpaste(image(seed, 256), gen(seed), faithful=True)
+        rows, cols = mask[0].any(1).sum().item(), mask[0].any(0).sum().item()
+        shapes.add((rows, cols))
+        assert rows <= 228 and cols <= 228  # 80–90 % of 256, made even, clipped at the border
+    assert any(r != c for r, c in shapes)  # not always square, as the code's two draws

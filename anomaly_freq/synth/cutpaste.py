@@ -67,8 +67,9 @@ def large_cutpaste(image: torch.Tensor, generator: Seed,
     the image, rotated by U(−6°, 6°) about its centre with reflected borders, and pasted at a
     random position, so it covers 64–81 % of the image with real texture. ``faithful=True`` does
     what the official code does (fair.md §3.3): the slice is clipped at the border, rotated by an
-    integer number of *radians* in {−6..5} about its top-left corner with black fill, which
-    leaves most of the pasted rectangle black.
+    integer number of *radians* in {−6..5} about the centre of its top-left pixel with
+    ``cv2.warpAffine`` (bilinear, black outside; `rotate_like_cv2`), its height and width drawn
+    apart, which leaves most of the pasted rectangle black.
 
     >>> out, m = large_cutpaste(torch.rand(3, 128, 128), 0)
     >>> 0.6 < float(m.mean()) < 0.85
@@ -77,16 +78,15 @@ def large_cutpaste(image: torch.Tensor, generator: Seed,
     generator = as_generator(generator)
     _, h, w = image.shape
     lo, hi = round(0.8 * h), round(0.9 * h)
-    side_h = randint(generator, lo, hi)
-    side_h -= side_h % 2
-    side_w = side_h  # the official code reuses the height for the width
     if faithful:
-        top, left = randint(generator, 0, h), randint(generator, 0, w)
+        # the code's draws: top, height, left, width (both sides from 80–90 % of the height),
+        # each side made even, the slice clipped at the border
+        top, side_h = randint(generator, 0, h), _even(randint(generator, lo, hi))
+        left, side_w = randint(generator, 0, w), _even(randint(generator, lo, hi))
         patch = image[:, top:top + side_h, left:left + side_w]
-        radians = randint(generator, -6, 6)
-        patch = TF.affine(patch, angle=math.degrees(radians), translate=[0, 0], scale=1.0,
-                          shear=[0.0], center=[0.0, 0.0], fill=0.0)
+        patch = rotate_like_cv2(patch, randint(generator, -6, 6))
     else:
+        side_h = side_w = _even(randint(generator, lo, hi))
         top, left = randint(generator, 0, h - side_h + 1), randint(generator, 0, w - side_w + 1)
         patch = image[:, top:top + side_h, left:left + side_w]
         pad = side_h // 4
@@ -99,3 +99,36 @@ def large_cutpaste(image: torch.Tensor, generator: Seed,
     out[:, ty:ty + ph, tx:tx + pw] = patch
     mask[:, ty:ty + ph, tx:tx + pw] = 1
     return out, mask
+
+
+def _even(side: int) -> int:
+    return side - side % 2
+
+
+def rotate_like_cv2(patch: torch.Tensor, radians: float) -> torch.Tensor:
+    """``cv2.warpAffine(patch, [[cos, −sin, 0], [sin, cos, 0]], (w, h))`` of a C×H×W float
+    patch: rotation about the centre of pixel (0, 0), bilinear, zero outside (OpenCV ≥ 4.11
+    interpolates at exact coordinates; older releases rounded them to 1/32 pixel).
+
+    >>> float(rotate_like_cv2(torch.ones(1, 4, 4), 0.0).sum())
+    16.0
+    """
+    _, h, w = patch.shape
+    # the code's np.float32 matrix, inverted as warpAffine inverts it, coordinates in float64
+    c, s = (float(torch.tensor(v, dtype=torch.float32)) for v in (math.cos(radians),
+                                                                   math.sin(radians)))
+    det = c * c + s * s
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64),
+                            torch.arange(w, dtype=torch.float64), indexing="ij")
+    sx, sy = (c * xs + s * ys) / det, (-s * xs + c * ys) / det
+    x0, y0 = sx.floor(), sy.floor()
+    fx, fy = (sx - x0).to(patch.dtype), (sy - y0).to(patch.dtype)
+    x0, y0 = x0.long(), y0.long()
+    out = torch.zeros_like(patch)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            x, y = x0 + dx, y0 + dy
+            inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+            values = patch[:, y.clamp(0, h - 1), x.clamp(0, w - 1)] * inside.to(patch.dtype)
+            out = out + values * (wy * wx)
+    return out
