@@ -20,7 +20,7 @@ from anomaly_freq.synth import (
     perlin_texture_anomaly,
 )
 from anomaly_freq.synth.cutpaste import rotate_like_cv2
-from anomaly_freq.synth.foreground import otsu_threshold
+from anomaly_freq.synth.foreground import grey_levels, otsu_threshold
 
 
 def gen(seed=0):
@@ -156,3 +156,16 @@ def test_official_cutpaste_draws_height_and_width_apart():
         shapes.add((rows, cols))
         assert rows <= 228 and cols <= 228  # 80–90 % of 256, made even, clipped at the border
     assert any(r != c for r, c in shapes)  # not always square, as the code's two draws
+
+
+def test_otsu_foreground_splits_the_rounded_grey_image_as_opencv():
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        rgb = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+        rgb[rng.random((40, 40)) < 0.5] //= 3  # two populations
+        grey = cv2.cvtColor(rgb[..., ::-1].copy(), cv2.COLOR_BGR2GRAY)
+        np.testing.assert_array_equal(grey_levels(torch.from_numpy(rgb).permute(2, 0, 1) / 255),
+                                      grey)
+        _, reference = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        ours = otsu_foreground(torch.from_numpy(rgb).permute(2, 0, 1).double() / 255)
+        np.testing.assert_array_equal(ours[0].numpy(), reference)

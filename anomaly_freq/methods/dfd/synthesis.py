@@ -18,9 +18,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from anomaly_freq.errors import AfreqError
-from anomaly_freq.freq.filters import to_grey
 from anomaly_freq.synth import TextureSource, augment_texture, perlin_texture_anomaly
-from anomaly_freq.synth.foreground import otsu_threshold
+from anomaly_freq.synth.foreground import grey_levels, otsu_split
 from anomaly_freq.synth.perlin import perlin_mask
 
 FOREGROUND_MODES = ("all", "above", "below")
@@ -59,9 +58,10 @@ class PseudoAnomalies:
         valid = TF.rotate(ones, angle, TF.InterpolationMode.NEAREST, fill=0.0) if angle else ones
         if self.foreground == "all":
             return valid
-        grey = to_grey(image[None])[0]
-        threshold = otsu_threshold(grey[valid > 0.5])
-        inside = grey > threshold if self.foreground == "above" else grey <= threshold
+        # the code's rounded 8-bit grey (cv2.cvtColor), thresholded on the rotated copy's
+        # pixels that hold the image
+        above = otsu_split(grey_levels(image)[None], valid > 0.5)
+        inside = above if self.foreground == "above" else ~above
         return inside.float() * valid
 
     def one(self, image: torch.Tensor, generator: torch.Generator,
