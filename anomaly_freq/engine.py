@@ -324,6 +324,7 @@ def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int,
         "processes": world_size,
         "precision": str(cfg.trainer.precision),
         "image_score": "method pred_score (raw)",
+        "method_settings": method.protocol(),
         "config_hash": config_hash(cfg),
     }
 

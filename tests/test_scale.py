@@ -123,7 +123,10 @@ def test_two_process_ddp_writes_one_folder_and_scores_each_image_once(tmp_path, 
     assert not (folder / "error.txt").exists()
     assert metrics["image_auroc"] == pytest.approx(roc_auc_score(scores.label, scores.pred_score),
                                                    abs=1e-12)
-    assert json.loads((folder / "protocol.json").read_text())["processes"] == 2
+    protocol = json.loads((folder / "protocol.json").read_text())
+    assert protocol["processes"] == 2 and protocol["resize"] == "pil"
+    assert protocol["method_settings"] == registry.create_method(
+        name, load_config([*overrides])).protocol()  # what the run's `auto`s resolved to
     assert done.stdout.count("afreq run:") == 1  # rank 1 reports nothing
 
 

@@ -53,6 +53,11 @@ class AnomalyModule(pl.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, torch.Tensor]:
         return self.predict_step(batch, batch_idx)
 
+    def protocol(self) -> dict[str, Any]:
+        """Effective values of the method's settings that change the protocol (what an
+        ``auto`` resolved to, say), recorded in protocol.json."""
+        return {}
+
     def train_transform(self) -> SampleTransform | None:
         """The per-sample training synthesis the dataset applies in loader workers, if any."""
         return None

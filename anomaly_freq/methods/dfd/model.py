@@ -126,6 +126,10 @@ class DFD(AnomalyModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                          "interval": "epoch"}}
 
+    def protocol(self) -> dict[str, Any]:
+        return {"foreground": self.synth.foreground, "fusion": self.fusion,
+                "bgr": self.bgr, "backbone_pretrained": bool(self.cfg.backbone.pretrained)}
+
     def train_transform(self) -> TrainingSample:
         """Pseudo-anomalies per sample, in the loader workers."""
         return TrainingSample(self.synth)

@@ -123,6 +123,11 @@ class FAIR(AnomalyModule):
         """Restore B×3×H×W [0,1] RGB images from their high-pass grey version (unclipped)."""
         return self.network(self.network_input(images))
 
+    def protocol(self) -> dict[str, Any]:
+        m = self.cfg.method
+        return {"network_input": self.input_kind, "cutpaste_mode": str(m.cutpaste_mode),
+                "ssim_range": self.ssim_range, "texture_source": str(m.texture_source)}
+
     def train_transform(self) -> TrainingSample:
         """Corruption and network input per sample, in the loader workers."""
         return TrainingSample(self.corruptions, partial(

@@ -169,6 +169,10 @@ class OCRGAN(AnomalyModule):
         return [torch.optim.Adam(self.generator.parameters(), **kwargs),
                 torch.optim.Adam(self.discriminator.parameters(), **kwargs)]
 
+    def protocol(self) -> dict[str, Any]:
+        return {"fd_mode": self.fd_mode, "cs_mode": self.cs_mode,
+                "d_bn_after_epoch1": "frozen" if self.freeze_d_bn else "train"}
+
     def train_transform(self) -> TrainingSample:
         """Bands and forgeries per sample, in the loader workers."""
         return TrainingSample(self.fd_mode, self.forgeries, self.cutpaste_area, self.cutout_side)
