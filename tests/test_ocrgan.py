@@ -149,9 +149,9 @@ def one_thread():
 
 def test_cpu_training_run_detects_synthetic_anomalies(tmp_path, one_thread):
     # The ocrgan_fast preset (8-wide networks, 32×32, 40 epochs) on one synthetic category
-    # through the real engine. A single GAN run can collapse (measured over seeds 0–9 with the
-    # per-sample synthesis: 8 runs ≥ 0.95, two at 0.54 and 0.64), so the median of three
-    # seeds must detect the defects.
+    # through the real engine. A single GAN run can collapse (seeds 0–9 with an early version
+    # of the per-sample synthesis: 8 runs ≥ 0.95, two at 0.54 and 0.64), so the median of
+    # three seeds must detect the defects.
     def one(seed: int):
         (result,) = run(load_config([
             "method=ocrgan_fast", "dataset.category=weave", f"seed={seed}",
