@@ -19,9 +19,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from lightning_fabric.utilities.rank_zero import _get_rank
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.precision import MixedPrecision
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from anomaly_freq import registry
 from anomaly_freq.bench.rundir import (
@@ -152,7 +152,7 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
 
 def launched_rank() -> int:
     """This process's global rank as its launcher (Lightning, torchrun, SLURM) set it."""
-    return _get_rank() or 0
+    return rank_zero_only.rank
 
 
 def _make_evaluator(cfg: DictConfig) -> Evaluator:
@@ -242,18 +242,15 @@ def check_devices(kwargs: dict) -> None:
     if not isinstance(devices, int) or devices < 1:
         return  # "auto", -1 and device lists are Lightning's to resolve
     gpus = torch.cuda.device_count()
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus):
-        have, what = gpus, "CUDA GPU(s)"
-    else:
-        have, what = os.cpu_count() or 1, "CPU cores"
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    have, what = (gpus, "CUDA GPU(s)") if on_gpu else (os.cpu_count() or 1, "CPU cores")
     if have == 0:
         raise AfreqError(f"trainer.accelerator={accelerator} asks for CUDA GPUs and this machine "
                          "has none; set trainer.accelerator=cpu")
     if devices > have:
+        hint = " (or trainer.accelerator=cpu for CPU processes)" if on_gpu else ""
         raise AfreqError(f"trainer.devices={devices} but this machine has {have} {what}; set "
-                         f"trainer.devices to at most {have}" + (
-                             " (or trainer.accelerator=cpu for CPU processes)" if what.startswith(
-                                 "CUDA") else ""))
+                         f"trainer.devices to at most {have}{hint}")
 
 
 def check_precision(trainer: pl.Trainer, kwargs: dict) -> None:

@@ -109,7 +109,7 @@ class AnomalyDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._ranks()
-        sampler = EpochSampler(len(self.train_set), self.seed, True, rank, world)
+        sampler = EpochSampler(len(self.train_set), self.seed, rank, world)
         return self._loader(self.train_set, self.batch_size, sampler)
 
     def test_dataloader(self) -> DataLoader:

@@ -59,10 +59,8 @@ class EpochSampler(Sampler):
     Lightning calls `set_epoch` at the start of each training epoch.
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0,
-                 world: int = 1) -> None:
-        self.size, self.seed, self.shuffle = size, seed, shuffle
-        self.rank, self.world, self.epoch = rank, world, 0
+    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.size, self.seed, self.rank, self.world, self.epoch = size, seed, rank, world, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -71,11 +69,8 @@ class EpochSampler(Sampler):
         return math.ceil(self.size / self.world)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            order = torch.randperm(self.size, generator=keyed_generator(self.seed, "order",
-                                                                        self.epoch))
-        else:
-            order = torch.arange(self.size)
+        order = torch.randperm(self.size, generator=keyed_generator(self.seed, "order",
+                                                                    self.epoch))
         total = len(self) * self.world
         order = order.repeat(math.ceil(total / max(self.size, 1)))[:total]
         for index in order[self.rank::self.world].tolist():
@@ -88,8 +83,7 @@ class ShardSampler(Sampler):
     (the evaluator counts each image once when it merges the shares)."""
 
     def __init__(self, size: int, rank: int = 0, world: int = 1) -> None:
-        per_rank = max(1, math.ceil(size / world)) if size else 0
-        padded = [i % size for i in range(per_rank * world)] if size else []
+        padded = [i % size for i in range(math.ceil(size / world) * world)] if size else []
         self.indices = padded[rank::world]
 
     def __len__(self) -> int:

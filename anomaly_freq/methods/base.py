@@ -70,9 +70,8 @@ class AnomalyModule(pl.LightningModule):
         if transform is None or batch.get("synthesised") is not None:
             return batch
         n = len(batch["image"])
-        items = [{k: v[i] for k, v in batch.items() if _per_sample(v, n)} for i in range(n)]
-        clean = [{k: v.cpu() if torch.is_tensor(v) else v for k, v in item.items()}
-                 for item in items]
+        clean = [{k: v[i].cpu() if torch.is_tensor(v) else v[i]
+                  for k, v in batch.items() if _per_sample(v, n)} for i in range(n)]
         seed, rank = int(self.cfg.seed), self._rank()
         done = [transform(item, keyed_generator(seed, "in-step", self.current_epoch,
                                                 self.global_step, rank, i), clean)

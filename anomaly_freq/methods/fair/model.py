@@ -78,15 +78,18 @@ class FAIR(AnomalyModule):
             raise AfreqError(f"method.input '{self.input_kind}' is unknown; valid: "
                              f"{', '.join(INPUTS)}")
         f = m.filter
-        self.filter_kind, self.order = str(f.kind), int(f.order)
-        if self.filter_kind not in KINDS:
-            raise AfreqError(f"method.filter.kind '{self.filter_kind}' is unknown; valid: "
+        filter_kind = str(f.kind)
+        if filter_kind not in KINDS:
+            raise AfreqError(f"method.filter.kind '{filter_kind}' is unknown; valid: "
                              f"{', '.join(KINDS)}")
         # keep the paper's normalised cutoff (30/256 cycles per pixel) at other resolutions
         self.d0 = float(f.d0) * (self.side / REFERENCE_SIZE if f.scale_d0 else 1.0)
         if self.d0 <= 0:
             raise AfreqError(f"method.filter.d0={f.d0} must be positive")
-        self.sobel_axes, self.sobel_ksize = str(m.sobel.axes), int(m.sobel.ksize)
+        # picklable, so that the loader workers compute the training inputs too
+        self.input_fn = partial(network_input, kind=self.input_kind, filter_kind=filter_kind,
+                                d0=self.d0, order=int(f.order), sobel_axes=str(m.sobel.axes),
+                                sobel_ksize=int(m.sobel.ksize))
         self.msgms_term, self.color_term = bool(m.msgms_term), bool(m.color_term)
         if not (self.msgms_term or self.color_term):
             raise AfreqError("method.msgms_term and method.color_term are both false; "
@@ -116,8 +119,7 @@ class FAIR(AnomalyModule):
 
     def network_input(self, images: torch.Tensor) -> torch.Tensor:
         with full_precision(images):
-            return network_input(images.float(), self.input_kind, self.filter_kind, self.d0,
-                                 self.order, self.sobel_axes, self.sobel_ksize)
+            return self.input_fn(images.float())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Restore B×3×H×W [0,1] RGB images from their high-pass grey version (unclipped)."""
@@ -130,9 +132,7 @@ class FAIR(AnomalyModule):
 
     def train_transform(self) -> TrainingSample:
         """Corruption and network input per sample, in the loader workers."""
-        return TrainingSample(self.corruptions, partial(
-            network_input, kind=self.input_kind, filter_kind=self.filter_kind, d0=self.d0,
-            order=self.order, sobel_axes=self.sobel_axes, sobel_ksize=self.sobel_ksize))
+        return TrainingSample(self.corruptions, self.input_fn)
 
     # ---------------------------------------------------------------- training
 
