@@ -106,7 +106,7 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
     callbacks: list[pl.Callback] = [shared, EvaluatorCallback(evaluator)]
     cache = DecodeCache(cfg.dataset.cache, cache_dir() / "decoded")
     datamodule = AnomalyDataModule.from_config(cfg, train, test, category, cache,
-                                               method.train_transform())
+                                               method.train_transform(), shot_fill(cfg, method))
     monitor = None
     if cfg.eval.test_every_n_epochs:
         monitor = BestOnTestMonitor(lambda: _make_evaluator(cfg), datamodule.predict_dataloader,
@@ -156,7 +156,20 @@ def launched_rank() -> int:
 
 
 def _make_evaluator(cfg: DictConfig) -> Evaluator:
-    return Evaluator(cfg.eval.resolution, cfg.metrics.pro_variant, cfg.eval.normalisation)
+    return Evaluator(cfg.eval.resolution, cfg.metrics.pro_variant, cfg.eval.normalisation,
+                     mask_rule=cfg.dataset.mask_rule)
+
+
+def shot_fill(cfg: DictConfig, method: Any) -> str:
+    """The corner fill of rotated training copies, with ``code`` resolved by the method."""
+    fill = str(cfg.dataset.shot_fill)
+    if fill != "code":
+        return fill
+    resolved = method.code_shot_fill()
+    if resolved is None:
+        raise AfreqError(f"dataset.shot_fill=code: method {cfg.method.name}'s code has no "
+                         "rotated copies; use zero or corner")
+    return resolved
 
 
 class SharedRunDir(pl.Callback):
@@ -316,6 +329,9 @@ def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int,
         "shots": cfg.dataset.shots,
         "shot_seed": cfg.dataset.shot_seed if cfg.dataset.shots else None,
         "shot_copies": cfg.dataset.shot_copies,
+        "shot_fill": (f"{cfg.dataset.shot_fill} → {shot_fill(cfg, method)}"
+                      if cfg.dataset.shot_copies else None),
+        "mask_rule": cfg.dataset.mask_rule,
         "n_train_images": n_train,
         "n_test_images": n_test,
         "processes": world_size,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
@@ -17,24 +18,28 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.data.fewshot import RotatedCopies
-from anomaly_freq.data.images import check_resize, decode_image, decode_mask
+from anomaly_freq.data.images import (binarise, check_mask_rule, check_resize, decode_image,
+                                      decode_mask)
 from anomaly_freq.data.mvtec_layout import Sample
 from anomaly_freq.data.pipeline import EpochSampler, SampleTransform, ShardSampler, SynthesisDataset
 
 
 class SampleDataset(Dataset):
     """Decodes samples into dicts: image, mask, label, path, mask_path, category, defect and
-    index (the sample's position, by which predictions from several ranks are merged)."""
+    index (the sample's position, by which predictions from several ranks are merged); under
+    ``mask_rule=fair_code`` also ``pro_mask``, the PRO metric's own mask."""
 
     def __init__(self, samples: Sequence[Sample], category: str, image_size: int,
                  crop: int | None = None, cache: DecodeCache | None = None,
-                 resize: str = "pil") -> None:
+                 resize: str = "pil", mask_rule: str = "nearest") -> None:
         self.samples = list(samples)
         self.category, self.size, self.crop = category, image_size, crop
         self.cache = cache or DecodeCache("none")
         self.resize = check_resize(resize)
         # decoded images are cached per resize mode (pil keeps the keys it always had)
         self.geometry = f"{image_size}|{crop}" + ("" if resize == "pil" else f"|{resize}")
+        self.mask_rule = check_mask_rule(mask_rule)
+        self.mask_key = "mask|" + self.geometry + ("" if mask_rule == "nearest" else "|bilinear")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -44,22 +49,28 @@ class SampleDataset(Dataset):
         image = self.cache.get(s.path, "image|" + self.geometry,
                                lambda: decode_image(s.path, self.size, self.crop, self.resize))
         side = image.shape[0]
-        if s.mask is None:
-            mask = torch.zeros(1, side, side)
-        else:
-            array = self.cache.get(s.mask, "mask|" + self.geometry,
-                                   lambda: decode_mask(s.mask, s.path, self.size, self.crop))
-            mask = torch.from_numpy(array).float()[None]
+        levels = np.zeros((side, side), np.uint8)
+        if s.mask is not None:
+            levels = self.cache.get(s.mask, self.mask_key,
+                                    lambda: decode_mask(s.mask, s.path, self.size, self.crop,
+                                                        self.mask_rule))
+        pixel, pro = binarise(levels, self.mask_rule)
+        extra = {"pro_mask": _plane(pro)} if self.mask_rule == "fair_code" else {}
         return {
             "image": torch.from_numpy(image).permute(2, 0, 1).float().div_(255),
-            "mask": mask,
+            "mask": _plane(pixel),
             "label": torch.tensor(s.label, dtype=torch.long),
             "path": str(s.path),
             "mask_path": str(s.mask) if s.mask else "",
             "category": self.category,
             "defect": s.defect,
             "index": index,
+            **extra,
         }
+
+
+def _plane(mask: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(mask).float()[None]
 
 
 def default_workers() -> int:
@@ -82,18 +93,21 @@ class AnomalyDataModule(pl.LightningDataModule):
     @classmethod
     def from_config(cls, cfg: DictConfig, train: Sequence[Sample], test: Sequence[Sample],
                     category: str, cache: DecodeCache,
-                    train_transform: SampleTransform | None = None) -> AnomalyDataModule:
+                    train_transform: SampleTransform | None = None,
+                    shot_fill: str = "zero") -> AnomalyDataModule:
         d = cfg.dataset
         workers = default_workers() if d.num_workers is None else int(d.num_workers)
         if cache.mode == "memory" and workers > 0:
             cache = DecodeCache("disk", cache.folder)  # worker processes cannot share a dict
 
         def make(samples: Sequence[Sample]) -> SampleDataset:
-            return SampleDataset(samples, category, d.image_size, d.center_crop, cache, d.resize)
+            return SampleDataset(samples, category, d.image_size, d.center_crop, cache, d.resize,
+                                 d.mask_rule)
 
         train_set = make(train)
         if d.shot_copies:
-            train_set = RotatedCopies(train_set, d.shot_copies, d.shot_rotation, d.shot_seed)
+            train_set = RotatedCopies(train_set, d.shot_copies, d.shot_rotation, d.shot_seed,
+                                      shot_fill)
         return cls(train_set, make(test), d.batch_size, d.eval_batch_size, workers, cfg.seed,
                    train_transform)
 

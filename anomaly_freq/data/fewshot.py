@@ -26,15 +26,25 @@ def draw_shots(train: list[Sample], shots: int, seed: int) -> list[Sample]:
     return random.Random(seed).sample(ordered, shots)
 
 
+#: corner colours of the rotated copies: ``zero`` black; ``corner`` the top-left pixel's blue
+#: value in every channel (DFD code's ``image[0][0, 0]`` of its BGR array)
+SHOT_FILLS = ("zero", "corner")
+
+
 class RotatedCopies(Dataset):
     """Each item of ``base`` repeated ``copies`` times, rotated by U(−max_angle, max_angle)°.
 
     The angles are fixed by ``seed``, so every epoch sees the same expanded set, as DFD's offline
-    expansion does (bilinear interpolation, zero fill). Masks rotate with nearest neighbour.
+    expansion does (bilinear interpolation, corners filled by ``fill``, see `SHOT_FILLS`).
+    Masks rotate with nearest neighbour.
     """
 
-    def __init__(self, base: Dataset, copies: int, max_angle: float, seed: int) -> None:
-        self.base, self.copies = base, copies
+    def __init__(self, base: Dataset, copies: int, max_angle: float, seed: int,
+                 fill: str = "zero") -> None:
+        if fill not in SHOT_FILLS:
+            raise AfreqError(f"dataset.shot_fill={fill} is unknown; valid: "
+                             f"{', '.join(SHOT_FILLS)}, code")
+        self.base, self.copies, self.fill = base, copies, fill
         rng = np.random.default_rng(seed)
         self.angles = rng.uniform(-max_angle, max_angle, len(base) * copies).tolist()
 
@@ -44,8 +54,12 @@ class RotatedCopies(Dataset):
     def __getitem__(self, index: int) -> dict:
         item = dict(self.base[index // self.copies])
         angle = self.angles[index]
-        item["image"] = TF.rotate(item["image"], angle, TF.InterpolationMode.BILINEAR, fill=0.0)
-        item["mask"] = TF.rotate(item["mask"], angle, TF.InterpolationMode.NEAREST, fill=0.0)
+        image = item["image"]
+        fill = float(image[2, 0, 0]) if self.fill == "corner" else 0.0
+        item["image"] = TF.rotate(image, angle, TF.InterpolationMode.BILINEAR, fill=fill)
+        for key in ("mask", "pro_mask"):
+            if key in item:
+                item[key] = TF.rotate(item[key], angle, TF.InterpolationMode.NEAREST, fill=0.0)
         item["rotation"] = torch.tensor(angle)
         item["index"] = index
         return item

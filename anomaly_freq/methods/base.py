@@ -58,6 +58,12 @@ class AnomalyModule(pl.LightningModule):
         ``auto`` resolved to, say), recorded in protocol.json."""
         return {}
 
+    def code_shot_fill(self) -> str | None:
+        """What ``dataset.shot_fill=code`` means for this method and category: the fill
+        (``zero`` | ``corner``) its official code gives rotated training copies; None when the
+        code has no rotated copies."""
+        return None
+
     def train_transform(self) -> SampleTransform | None:
         """The per-sample training synthesis the dataset applies in loader workers, if any."""
         return None

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from anomaly_freq.data.images import image_size
+from anomaly_freq.data.images import binarise, check_mask_rule, image_size
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.methods.base import check_outputs
 from anomaly_freq.metrics import functional as fn
@@ -33,7 +33,8 @@ class Evaluator:
     """Streams ``(batch, outputs)`` pairs in; `compute` gives the category's metrics."""
 
     def __init__(self, resolution: int | str = 256, pro_variant: str = "exact",
-                 normalisation: str = "none", pro_limit: float = 0.3) -> None:
+                 normalisation: str = "none", pro_limit: float = 0.3,
+                 mask_rule: str = "nearest") -> None:
         if resolution != "original" and not (isinstance(resolution, int) and resolution > 0):
             raise AfreqError(f"eval.resolution={resolution} must be a positive size or original")
         if normalisation not in NORMALISATIONS:
@@ -44,9 +45,11 @@ class Evaluator:
             raise AfreqError(f"PRO integration limit {pro_limit} must be in (0, 1]")
         self.resolution, self.pro_variant = resolution, pro_variant
         self.normalisation, self.pro_limit = normalisation, pro_limit
+        self.mask_rule = check_mask_rule(mask_rule)
         self.rows: list[dict[str, Any]] = []  # per image: path, category, defect, label, score
         self.maps: list[np.ndarray] = []  # float32 H×W at the evaluation resolution
         self.masks: list[np.ndarray] = []  # bool H×W, same sizes
+        self.pro_masks: list[np.ndarray] = []  # PRO's own masks, where the mask rule has them
         self.parts: list[np.ndarray] = []  # per-image K×H×W map parts, when a method gives them
         self.score_parts: list[np.ndarray] = []
         self.indices: list[int] = []  # each image's position in the test set
@@ -65,9 +68,11 @@ class Evaluator:
             label = int(batch["label"][i])
             mask_path = batch["mask_path"][i]
             self.has_masks &= bool(mask_path) or label == 0
-            mask = self._mask(batch, i, mask_path)
+            mask, pro_mask = self._masks(batch, i, mask_path)
             self.maps.append(_resize(amap[i], mask.shape)[0])
             self.masks.append(mask)
+            if self.mask_rule == "fair_code":
+                self.pro_masks.append(pro_mask)
             if parts is not None:
                 self.parts.append(_resize(parts[i].detach().float().cpu(), mask.shape))
                 self.score_parts.append(outputs["score_parts"][i].detach().float().cpu().numpy())
@@ -89,7 +94,7 @@ class Evaluator:
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return True
-        fields = ("rows", "maps", "masks", "parts", "score_parts", "indices")
+        fields = ("rows", "maps", "masks", "pro_masks", "parts", "score_parts", "indices")
         lead = dist.get_rank() == 0
         shards: list[Any] | None = [None] * dist.get_world_size() if lead else None
         dist.gather_object(({f: getattr(self, f) for f in fields}, self.has_masks), shards, dst=0)
@@ -107,15 +112,21 @@ class Evaluator:
         self.has_masks = all(has for _, has in shards)
         return True
 
-    def _mask(self, batch: dict[str, Any], i: int, mask_path: str) -> np.ndarray:
+    def _masks(self, batch: dict[str, Any], i: int,
+               mask_path: str) -> tuple[np.ndarray, np.ndarray]:
+        """(pixel-metric mask, PRO mask) of image ``i`` at the evaluation resolution."""
         if self.resolution != "original":
-            mask = batch["mask"][i : i + 1].float().cpu()
             size = (self.resolution, self.resolution)
-            return F.interpolate(mask, size=size, mode="nearest")[0, 0].numpy() > 0.5
+            planes = [batch[key][i : i + 1].float().cpu()
+                      for key in ("mask", "pro_mask") if key in batch]
+            pixel, *pro = [F.interpolate(p, size=size, mode="nearest")[0, 0].numpy() > 0.5
+                           for p in planes]
+            return pixel, pro[0] if pro else pixel
         if mask_path:
-            return np.asarray(Image.open(mask_path).convert("L")) != 0
+            return binarise(np.asarray(Image.open(mask_path).convert("L")), self.mask_rule)
         width, height = image_size(Path(batch["path"][i]))
-        return np.zeros((height, width), dtype=bool)
+        empty = np.zeros((height, width), dtype=bool)
+        return empty, empty
 
     def scores(self) -> np.ndarray:
         """Image scores as scored: raw, or min-max scaled over the test set (per part, summed)."""
@@ -152,7 +163,8 @@ class Evaluator:
             pixel = fn.binary_metrics(np.concatenate([m.ravel() for m in maps]),
                                       np.concatenate([m.ravel() for m in self.masks]))
             metrics.update({f"pixel_{name}": value for name, value in pixel.items()})
-            metrics["pixel_aupro"] = aupro(maps, self.masks, self.pro_limit, self.pro_variant)
+            metrics["pixel_aupro"] = aupro(maps, self.pro_masks or self.masks, self.pro_limit,
+                                           self.pro_variant)
         return metrics
 
     def protocol(self) -> dict[str, Any]:
@@ -161,6 +173,12 @@ class Evaluator:
             "eval_resolution": self.resolution,
             "map_resize": "bilinear, masks nearest" if self.resolution != "original"
             else "bilinear to each mask file's size (image size for normal images)",
+            "mask_rule": {
+                "nearest": "binarised != 0, nearest resize; one mask for every metric",
+                "fair_code": "FAIR's code: cv2 bilinear resize; pixel metrics on pixels equal "
+                             "to 255, PRO on every non-zero pixel",
+                "dfd_code": "DFD's code: cv2 bilinear resize, /255 > 0.5; one mask",
+            }[self.mask_rule],
             "map_dtype": "float32",
             "pro_variant": self.pro_variant,
             "pro_thresholds": DEFAULT_STEPS.get(self.pro_variant, "all distinct scores"),

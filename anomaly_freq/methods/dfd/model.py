@@ -76,7 +76,7 @@ class DFD(AnomalyModule):
         self.synth = PseudoAnomalies(
             float(m.anomaly_prob), self.side, OmegaConf.select(cfg, "synth.dtd_root"),
             (0.0, float(m.beta_max)), str(foreground or "all"), bool(m.fixed_anomalies),
-            int(cfg.seed))
+            int(cfg.seed), spare_corners=cfg.dataset.shot_fill != "code")
 
     # ---------------------------------------------------------------- features
 
@@ -129,6 +129,10 @@ class DFD(AnomalyModule):
     def protocol(self) -> dict[str, Any]:
         return {"foreground": self.synth.foreground, "fusion": self.fusion,
                 "bgr": self.bgr, "backbone_pretrained": bool(self.cfg.backbone.pretrained)}
+
+    def code_shot_fill(self) -> str:
+        # the code fills with the top-left colour exactly where it thresholds a foreground
+        return "zero" if self.synth.foreground == "all" else "corner"
 
     def train_transform(self) -> TrainingSample:
         """Pseudo-anomalies per sample, in the loader workers."""

@@ -31,14 +31,14 @@ class PseudoAnomalies:
 
     def __init__(self, probability: float, size: int, dtd_root: str | None = None,
                  beta: tuple[float, float] = (0.0, 0.8), foreground: str = "all",
-                 fixed: bool = True, seed: int = 0) -> None:
+                 fixed: bool = True, seed: int = 0, spare_corners: bool = True) -> None:
         if foreground not in FOREGROUND_MODES:
             raise AfreqError(f"method.foreground mode '{foreground}' is unknown; valid: "
                              f"{', '.join(FOREGROUND_MODES)}")
         if not 0.0 <= probability <= 1.0:
             raise AfreqError(f"method.anomaly_prob={probability} must lie in [0, 1]")
         self.probability, self.beta, self.foreground = probability, beta, foreground
-        self.fixed, self.seed = fixed, seed
+        self.fixed, self.seed, self.spare_corners = fixed, seed, spare_corners
         self.textures = TextureSource(dtd_root, size)
 
     def generator(self, path: str, angle: float, stream: torch.Generator) -> torch.Generator:
@@ -53,13 +53,16 @@ class PseudoAnomalies:
         return torch.Generator().manual_seed(key)
 
     def foreground_mask(self, image: torch.Tensor, angle: float) -> torch.Tensor:
-        """1×H×W region that may receive an anomaly; never the rotation's empty corners."""
+        """1×H×W region that may receive an anomaly. With ``spare_corners`` the rotation's
+        filled corners never do and Otsu ignores them; without (``dataset.shot_fill=code``),
+        as in the code, Otsu sees the whole copy and anything may receive one."""
         ones = torch.ones(1, *image.shape[-2:])
-        valid = TF.rotate(ones, angle, TF.InterpolationMode.NEAREST, fill=0.0) if angle else ones
+        valid = ones
+        if angle and self.spare_corners:
+            valid = TF.rotate(ones, angle, TF.InterpolationMode.NEAREST, fill=0.0)
         if self.foreground == "all":
             return valid
-        # the code's rounded 8-bit grey (cv2.cvtColor), thresholded on the rotated copy's
-        # pixels that hold the image
+        # the code's rounded 8-bit grey (cv2.cvtColor)
         above = otsu_split(grey_levels(image)[None], valid > 0.5)
         inside = above if self.foreground == "above" else ~above
         return inside.float() * valid
