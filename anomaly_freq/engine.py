@@ -36,7 +36,7 @@ from anomaly_freq.checkpoint import save_checkpoint
 from anomaly_freq.config import config_to_yaml
 from anomaly_freq.data import AnomalyDataModule, DatasetSource, Sample, cache_dir
 from anomaly_freq.data.cache import DecodeCache
-from anomaly_freq.data.fewshot import draw_shots
+from anomaly_freq.data.fewshot import SHOT_FILLS, draw_shots
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.metrics import Evaluator, EvaluatorCallback
 from anomaly_freq.metrics.monitor import BestOnTestMonitor
@@ -163,6 +163,9 @@ def _make_evaluator(cfg: DictConfig) -> Evaluator:
 def shot_fill(cfg: DictConfig, method: Any) -> str:
     """The corner fill of rotated training copies, with ``code`` resolved by the method."""
     fill = str(cfg.dataset.shot_fill)
+    if fill not in (*SHOT_FILLS, "code"):
+        raise AfreqError(f"dataset.shot_fill={fill} is unknown; valid: {', '.join(SHOT_FILLS)}, "
+                         "code")
     if fill != "code":
         return fill
     resolved = method.code_shot_fill()
@@ -331,7 +334,6 @@ def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int,
         "shot_copies": cfg.dataset.shot_copies,
         "shot_fill": (f"{cfg.dataset.shot_fill} → {shot_fill(cfg, method)}"
                       if cfg.dataset.shot_copies else None),
-        "mask_rule": cfg.dataset.mask_rule,
         "n_train_images": n_train,
         "n_test_images": n_test,
         "processes": world_size,

@@ -1,5 +1,6 @@
 """DFD plugin: sizes and shapes against the spec, its building blocks, and one real run."""
 
+import json
 import math
 
 import cv2
@@ -251,3 +252,6 @@ def test_two_shot_run_detects_synthetic_defects(tmp_path):
     (result,) = run(cfg)
     assert result.metrics["image_auroc"] >= 0.70, result.metrics
     assert (result.run_dir / "train_files.txt").read_text().count("\n") == 2
+    protocol = json.loads((result.run_dir / "protocol.json").read_text())
+    assert protocol["shot_fill"] == "zero → zero"
+    assert protocol["mask_rule"].startswith("nearest: binarised != 0")

@@ -173,7 +173,7 @@ class Evaluator:
             "eval_resolution": self.resolution,
             "map_resize": "bilinear, masks nearest" if self.resolution != "original"
             else "bilinear to each mask file's size (image size for normal images)",
-            "mask_rule": {
+            "mask_rule": self.mask_rule + ": " + {
                 "nearest": "binarised != 0, nearest resize; one mask for every metric",
                 "fair_code": "FAIR's code: cv2 bilinear resize; pixel metrics on pixels equal "
                              "to 255, PRO on every non-zero pixel",
