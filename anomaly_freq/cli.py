@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from rich.console import Console
@@ -157,6 +158,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     summary = run_sweep(Path(args.file), args.executor, args.jobs, args.dry_run, console,
                         devices_per_job=args.devices_per_job)
     console.print(summary)
+    if "stopped_by" in summary:
+        return 128 + signal.Signals[summary["stopped_by"]]  # as the shell reports a signal
     return 1 if summary.get("failed") else 0
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -130,6 +131,89 @@ def test_a_worker_holds_its_point_after_the_sweep_dies(tmp_path):
     summary = run_sweep(path)
     assert summary["finished_before"] == 1 and summary["ran"] == 0
     assert len(list(finished_runs(tmp_path / "runs"))) == 1
+
+
+HOLDING_PLUGIN = """
+import os
+import time
+from pathlib import Path
+
+from afreq_test_plugin import MeanImage
+
+
+class Holding(MeanImage):
+    \"\"\"MeanImage that, while the folder $AFREQ_TEST_HOLD holds a file named hold, leaves a
+    file named after its pid there at its first step and waits (at most 300 s).\"\"\"
+
+    default_config = {"method": {"name": "holding", "power": 2.0}}
+
+    def training_step(self, batch, batch_idx):
+        hold = Path(os.environ["AFREQ_TEST_HOLD"])
+        if (hold / "hold").exists():
+            (hold / f"started-{os.getpid()}").touch()
+            deadline = time.monotonic() + 300
+            while (hold / "hold").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return super().training_step(batch, batch_idx)
+"""
+
+
+def process_group(pgid):
+    """The processes in group ``pgid`` (Linux: the group is field 5 of /proc/<pid>/stat)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_sweep_alone_stops_its_workers(tmp_path, plugin_dir, signum):
+    (plugin_dir / "afreq_test_plugin" / "holding.py").write_text(HOLDING_PLUGIN)
+    entry = plugin_dir / "afreq_test_plugin-0.1.dist-info" / "entry_points.txt"
+    entry.write_text(entry.read_text() + "holding = afreq_test_plugin.holding:Holding\n")
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    (hold / "hold").touch()
+    runs = tmp_path / "runs"
+    path = tiny_sweep(tmp_path, "signals", "weave", "  - method=holding\ngrid:\n  seed: [0, 1]\n")
+    env = {**os.environ, "AFREQ_TEST_HOLD": str(hold),
+           "PYTHONPATH": os.pathsep.join([str(plugin_dir), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "anomaly_freq.cli", "sweep", str(path)]
+    log = tmp_path / "first.log"
+    try:
+        with log.open("w") as out:
+            sweep = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.monotonic() + 300
+            while not list(hold.glob("started-*")) and sweep.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
+            (worker,) = [int(p.name.split("-")[1]) for p in hold.glob("started-*")]
+            assert os.getpgid(worker) == sweep.pid  # the worker is in the sweep's group
+            os.kill(sweep.pid, signum)  # the sweep alone, not its group
+            assert sweep.wait(timeout=120) == 128 + signum, log.read_text()
+        assert process_group(sweep.pid) == [], "a worker or one of its processes still runs"
+    finally:
+        (hold / "hold").unlink(missing_ok=True)  # a worker left behind by a failure ends
+    assert "recorded as interrupted" in log.read_text()
+    status = runs / "sweeps" / "signals" / "status.jsonl"
+    (entry,) = [json.loads(line) for line in status.read_text().splitlines()]
+    assert entry["status"] == "interrupted"  # and the second point was not started
+    assert not list(finished_runs(runs))
+
+    resumed = subprocess.run([*command, "--jobs", "2"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "2 runs, 0 already finished, 2 to run" in resumed.stdout
+    done = [json.loads(line) for line in status.read_text().splitlines()][1:]
+    assert [e["status"] for e in done] == ["done", "done"]
+    assert entry["hash"] in {e["hash"] for e in done}
+    assert len(list(finished_runs(runs))) == 2
 
 
 def test_workers_use_the_users_visible_gpus(monkeypatch):
