@@ -71,9 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs that would start")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("results", help="print or export the long-format result table")
+    p = sub.add_parser("results", help="runs grouped by configuration, mean ± std over seeds")
     p.add_argument("--root", default="runs", help="run folder root (default runs)")
-    p.add_argument("--export", help="write to a .csv or .parquet file")
+    p.add_argument("--export", help="write one row per run and metric to a .csv or .parquet file")
+    p.add_argument("--grouped", action="store_true",
+                   help="with --export: write the grouped table instead (mean, std, n)")
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("tables", help="paper tables and the synthetic comparison, docs/tables/")
@@ -166,33 +168,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from anomaly_freq.bench.results import group_runs, results_table
     from anomaly_freq.bench.store import load_results
 
     frame = load_results(Path(args.root))
     if args.export:
         out = Path(args.export)
+        rows = group_runs(frame).rows if args.grouped else frame
         if out.suffix == ".parquet":
             try:
-                frame.to_parquet(out, index=False)
+                rows.to_parquet(out, index=False)
             except ImportError as err:
                 raise AfreqError("Parquet export needs pyarrow: pip install pyarrow") from err
         elif out.suffix == ".csv":
-            frame.to_csv(out, index=False)
+            rows.to_csv(out, index=False)
         else:
             raise AfreqError(f"--export {out}: use a .csv or .parquet file name")
-        console.print(f"{len(frame)} rows written to {out}")
+        console.print(f"{len(rows)} rows written to {out}")
         return 0
     if frame.empty:
         console.print(f"no finished runs under {args.root}")
         return 0
-    table = Table(title=f"results under {args.root} (mean over seeds)")
-    pivot = (frame.groupby(["method", "dataset", "category", "metric"])["value"].mean()
-             .unstack("metric").reset_index())
-    for column in pivot.columns:
-        table.add_column(str(column))
-    for row in pivot.itertuples(index=False):
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
-    console.print(table)
+    console.print(results_table(group_runs(frame), args.root))
     return 0
 
 

@@ -1,5 +1,6 @@
 """Sweeps (resumable after a kill, past failures, submitit), the result store and tables."""
 
+import io
 import json
 import os
 import shlex
@@ -387,6 +388,22 @@ def test_each_local_worker_gets_its_own_gpus(tmp_path, monkeypatch):
     assert "--jobs 8 capped at 2: 4 GPUs visible, 2 per run" in console.export_text()
 
 
+def test_progress_without_a_terminal_is_one_plain_line_per_point(tmp_path, monkeypatch):
+    from anomaly_freq.bench import sweep
+
+    monkeypatch.setattr(sweep, "_visible_gpus", lambda: ["0"])
+    monkeypatch.setattr(sweep.subprocess, "Popen", FakeWorker)
+    monkeypatch.setattr(FakeWorker, "live", [])
+    monkeypatch.setattr(FakeWorker, "started", [])
+    path = tiny_sweep(tmp_path, "plain", "weave", "grid:\n  seed: [0, 1, 2]\n")
+    out = io.StringIO()
+    run_sweep(path, console=Console(file=out, width=200))
+    lines = [line for line in out.getvalue().splitlines() if " points, ETA " in line]
+    assert [line.split(",")[0] for line in lines] == ["1/3 points", "2/3 points", "3/3 points"]
+    assert lines[-1].endswith("ETA 0:00:00: done seed=2 category=weave")
+    assert "\x1b" not in out.getvalue()  # no cursor movement or colour in a log
+
+
 def test_bad_devices_per_job(tmp_path, monkeypatch, capsys):
     from anomaly_freq.bench import sweep
 
@@ -440,6 +457,42 @@ deviations: [an example deviation]
     assert "| washer |" in synthetic and "freqstat" in synthetic
     assert (tmp_path / "tables" / "fair__table1.tex").read_text().count(r"\textbf") >= 15
     assert len(list((tmp_path / "tables").glob("*__*.md"))) == 2
+
+
+def test_results_group_by_configuration_and_merge_only_seeds(tmp_path, monkeypatch):
+    from anomaly_freq import cli
+    from anomaly_freq.config import load_config
+    from anomaly_freq.engine import run
+
+    runs = tmp_path / "runs"
+    base = [*TINY_SYNTHETIC, "dataset.category=weave", f"output.root={runs}",
+            "output.report_images=0", "output.save_checkpoint=false"]
+    for extra in (["seed=0"], ["seed=1"], ["seed=0", "dataset.shots=4"], ["seed=0", "method.d0=8"]):
+        run(load_config([*base, *extra]))
+    assert main(["results", "--root", str(runs), "--export", str(tmp_path / "groups.csv"),
+                 "--grouped"]) == 0
+    groups = pd.read_csv(tmp_path / "groups.csv", dtype=str)
+    # shots tell the 4-shot run apart; method.d0 the two groups that agree on every shown key;
+    # what all groups share (method, category, image size, ...) and the seed are no columns
+    assert list(groups.columns[:4]) == ["shots", "method.d0", "n", "image_auroc_mean"]
+    assert "seed" not in groups.columns and "category" not in groups.columns
+    assert sorted(zip(groups["shots"], groups["method.d0"], groups["n"], strict=True)) == [
+        ("4", "16", "1"), ("all", "16", "2"), ("all", "8", "1")]
+    frame = load_results(runs)
+    full = frame[(frame["metric"] == "image_auroc") & frame["shots"].isna()]
+    (seeds,) = [runs for _, runs in full.groupby("group") if len(runs) == 2]
+    assert sorted(seeds["seed"]) == [0, 1]
+    merged = groups[groups["n"] == "2"].iloc[0]
+    assert float(merged["image_auroc_mean"]) == pytest.approx(seeds["value"].mean())
+    assert float(merged["image_auroc_std"]) == pytest.approx(seeds["value"].std())
+
+    monkeypatch.setattr(cli, "console", Console(record=True, width=300))
+    assert main(["results", "--root", str(runs)]) == 0
+    printed = cli.console.export_text()
+    header = next(line for line in printed.splitlines() if "shots" in line)
+    assert [c.strip() for c in header.strip("┃ ").split("┃")][:4] == [
+        "shots", "method.d0", "n", "image_auroc"]
+    assert "same in every group: method freqstat · preset freqstat · dataset synthetic" in printed
 
 
 def test_summary_table_averages_over_datasets(tmp_path):
