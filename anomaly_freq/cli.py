@@ -78,11 +78,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --export: write the grouped table instead (mean, std, n)")
     p.set_defaults(func=cmd_results)
 
-    p = sub.add_parser("tables", help="paper tables and the synthetic comparison, docs/tables/")
-    p.add_argument("--root", default="runs", help="run folder root (default runs)")
+    p = sub.add_parser("tables", help="a sweep's own table, or the paper tables and the "
+                                      "synthetic comparison")
+    p.add_argument("sweep", nargs="?", help="a sweep file: its table (a row per combination of "
+                                            "the grid's varied values, a column per category)")
+    p.add_argument("--sweep", dest="sweep_option", metavar="FILE", help="the same as SWEEP")
+    p.add_argument("--root", help="run folder root (default runs, or the sweep's output.root)")
     p.add_argument("--experiments", default="experiments",
                    help="folder of sweep files and published/ (default experiments)")
-    p.add_argument("--out", default="docs/tables", help="output folder")
+    p.add_argument("--out", help="output folder (default <root>/tables)")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("predict", help="score new images with a saved checkpoint")
@@ -196,13 +200,26 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_tables(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.sweep and args.sweep_option and args.sweep != args.sweep_option:
+        raise AfreqError(f"two sweep files ({args.sweep}, --sweep {args.sweep_option}): give one")
+    sweep = args.sweep or args.sweep_option
+    root = Path(args.root) if args.root else None
+    out = Path(args.out) if args.out else None
+    if sweep:
+        from anomaly_freq.bench.grid_table import write_sweep_table
+
+        markdown, csv = write_sweep_table(Path(sweep), root, out)
+        console.print(f"wrote {markdown} and {csv}", highlight=False)
+        return 0
     from anomaly_freq.bench.store import load_results
     from anomaly_freq.bench.tables import write_tables
 
+    root = root or Path("runs")
+    out = out or root / "tables"
     files = sorted(p for p in Path(args.experiments).glob("*/*.yaml"))
-    written = write_tables(files, load_results(Path(args.root)), Path(args.out),
-                           Path(args.experiments) / "published")
-    console.print(f"wrote {len(written)} tables to {args.out}/ (Markdown, LaTeX, CSV)")
+    written = write_tables(files, load_results(root), out, Path(args.experiments) / "published")
+    console.print(f"wrote {len(written)} tables to {out}/ (Markdown, LaTeX, CSV)",
+                  highlight=False)
     return 0
 
 

@@ -6,6 +6,7 @@ import os
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -493,6 +494,65 @@ def test_results_group_by_configuration_and_merge_only_seeds(tmp_path, monkeypat
     assert [c.strip() for c in header.strip("┃ ").split("┃")][:4] == [
         "shots", "method.d0", "n", "image_auroc"]
     assert "same in every group: method freqstat · preset freqstat · dataset synthetic" in printed
+
+
+def test_a_sweeps_own_table(tmp_path):
+    from anomaly_freq.config import load_config
+    from anomaly_freq.engine import run
+
+    runs = tmp_path / "runs"
+    path = tiny_sweep(tmp_path, "mine/cutoff", "weave", """  - output.report_images=0
+  - output.save_checkpoint=false
+grid:
+  method.d0: [8, 16]
+  dataset.category: [weave, chip]
+  seed: [0, 1]
+""")
+    points = {(dict(p.values)["method.d0"], p.category, dict(p.values)["seed"]): p
+              for p in expand(load_sweep(path))}
+    auroc = {key: 100 * run(load_config(list(points[key].overrides)))[0].metrics["image_auroc"]
+             for key in [("8", "weave", "0"), ("8", "weave", "1"), ("8", "chip", "0"),
+                         ("16", "weave", "0")]}
+    assert main(["tables", str(path)]) == 0
+    written = runs / "tables" / "mine__cutoff.grid.csv"  # under the sweep's run root
+    table = pd.read_csv(written, dtype=str).set_index(["metric", "method.d0"])
+    assert list(table.columns) == ["weave", "chip", "mean"]
+    weave = [auroc[("8", "weave", "0")], auroc[("8", "weave", "1")]]
+    mean, std = statistics.fmean(weave), statistics.stdev(weave)
+    chip = auroc[("8", "chip", "0")]
+    assert list(table.loc[("image_auroc", "8")]) == [
+        f"{mean:.1f} ± {std:.1f}", f"{chip:.1f} (1/2 seeds)", f"{(mean + chip) / 2:.1f}"]
+    assert list(table.loc[("image_auroc", "16")]) == [
+        f"{auroc[('16', 'weave', '0')]:.1f} (1/2 seeds)", "not run", "1/2 categories"]
+    markdown = written.with_suffix(".md").read_text()
+    assert "| method.d0 | weave | chip | mean |" in markdown and "pixel_aupro" in markdown
+
+    assert main(["tables", "--sweep", str(path), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "mine__cutoff.grid.md").read_text() == markdown
+
+
+def test_tables_leave_a_clean_clone_clean(tmp_path):
+    repo = tmp_path / "clone"
+    source = Path(__file__).resolve().parents[1]
+    shutil.copytree(source / "experiments" / "published", repo / "experiments" / "published")
+    (repo / "experiments" / "synthetic").mkdir()
+    shutil.copy(source / "experiments" / "synthetic" / "cross_method.yaml",
+                repo / "experiments" / "synthetic")
+    shutil.copytree(source / "docs" / "tables", repo / "docs" / "tables")
+    shutil.copy(source / ".gitignore", repo)
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=repo, capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "clone")
+    result = run_cli(["tables"], cwd=repo)
+    assert result.returncode == 0, result.stderr
+    assert git("status", "--porcelain") == ""
+    index = (repo / "runs" / "tables" / "README.md").read_text()  # under the ignored run root
+    assert "(synthetic__cross_method.md)" in index
 
 
 def test_summary_table_averages_over_datasets(tmp_path):
