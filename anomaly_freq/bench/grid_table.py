@@ -58,11 +58,11 @@ def sweep_table(sweep: Sweep, points: list[Point],
                                      if c in cells_points]))
             # one row has nothing to be best against
             numbers = [n if len(grid) > 1 else None for _, n in cells]
-            block.rows.append((" · ".join(row) or sweep.name, [t for t, _ in cells], numbers))
-            csv_rows.append({"metric": metric, **dict(zip(keys or ["sweep"], row or (sweep.name,),
-                                                          strict=True)),
-                             **{c: t for c, (t, _) in zip([*categories, "mean"], cells,
-                                                          strict=True)}})
+            texts = [text for text, _ in cells]
+            block.rows.append((" · ".join(row) or sweep.name, texts, numbers))
+            labels = dict(zip(keys, row, strict=True)) if keys else {"sweep": sweep.name}
+            csv_rows.append({"metric": metric, **labels,
+                             **dict(zip([*categories, "mean"], texts, strict=True))})
         block.footer = _footer(sweep)
         blocks.append(block)
     return blocks, csv_rows

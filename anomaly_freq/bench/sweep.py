@@ -184,8 +184,8 @@ def run_sweep(path: Path, executor: str = "local", jobs: int = 1, dry_run: bool 
     else:
         counts = _run_submitit(sweep, todo, log_dir, console, submitit_cluster, len(done))
     if "stopped_by" in counts:
-        console.print(f"[yellow]{counts['stopped_by']}[/]: stopped "
-                      f"{counts.get('interrupted', 0)} running runs, recorded as interrupted in "
+        console.print(f"[yellow]stopped by {counts['stopped_by']}[/]: "
+                      f"{counts.get('interrupted', 0)} running runs recorded as interrupted in "
                       f"{escape(str(log_dir / 'status.jsonl'))}; run the same command again to "
                       "finish the sweep", highlight=False)
     if counts["skipped"]:
@@ -205,8 +205,8 @@ def _record(log_dir: Path, point: Point, status: str, detail: str = "") -> None:
         handle.write(json.dumps(entry) + "\n")
 
 
-def _describe(done: int, running: int, failed: int, remaining: int) -> str:
-    return (f"done {done} · running {running} · failed {failed} · remaining {remaining}")
+def _describe(ran: int, running: int, failed: int, remaining: int) -> str:
+    return f"ran {ran} · running {running} · failed {failed} · remaining {remaining}"
 
 
 def _gpu_count() -> int:
