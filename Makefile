@@ -27,9 +27,10 @@ bench: install
 bench-gpu: install
 	$(BIN)/python -m benchmarks.gpu$(if $(filter 1 yes true,$(DRY)), --dry)
 
+# The one command that rewrites the committed docs/tables/; `afreq tables` alone writes runs/tables/.
 tables: install
 	$(BIN)/afreq sweep experiments/synthetic/cross_method.yaml
-	$(BIN)/afreq tables
+	$(BIN)/afreq tables --out docs/tables
 
 lint: install
 	$(BIN)/ruff check anomaly_freq tests benchmarks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from rich.console import Console
@@ -70,16 +71,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs that would start")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("results", help="print or export the long-format result table")
+    p = sub.add_parser("results", help="runs grouped by configuration, mean ± std over seeds")
     p.add_argument("--root", default="runs", help="run folder root (default runs)")
-    p.add_argument("--export", help="write to a .csv or .parquet file")
+    p.add_argument("--export", help="write one row per run and metric to a .csv or .parquet file")
+    p.add_argument("--grouped", action="store_true",
+                   help="with --export: write the grouped table instead (mean, std, n)")
     p.set_defaults(func=cmd_results)
 
-    p = sub.add_parser("tables", help="paper tables and the synthetic comparison, docs/tables/")
-    p.add_argument("--root", default="runs", help="run folder root (default runs)")
+    p = sub.add_parser("tables", help="a sweep's own table, or the paper tables and the "
+                                      "synthetic comparison")
+    p.add_argument("sweep", nargs="?", help="a sweep file: its table (a row per combination of "
+                                            "the grid's varied values, a column per category)")
+    p.add_argument("--sweep", dest="sweep_option", metavar="FILE", help="the same as SWEEP")
+    p.add_argument("--root", help="run folder root (default runs, or the sweep's output.root)")
     p.add_argument("--experiments", default="experiments",
                    help="folder of sweep files and published/ (default experiments)")
-    p.add_argument("--out", default="docs/tables", help="output folder")
+    p.add_argument("--out", help="output folder (default <root>/tables)")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("predict", help="score new images with a saved checkpoint")
@@ -157,52 +164,62 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     summary = run_sweep(Path(args.file), args.executor, args.jobs, args.dry_run, console,
                         devices_per_job=args.devices_per_job)
     console.print(summary)
+    if "stopped_by" in summary:
+        return 128 + signal.Signals[summary["stopped_by"]]  # as the shell reports a signal
     return 1 if summary.get("failed") else 0
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from anomaly_freq.bench.results import group_runs, results_table
     from anomaly_freq.bench.store import load_results
 
     frame = load_results(Path(args.root))
     if args.export:
         out = Path(args.export)
+        rows = group_runs(frame).rows if args.grouped else frame
         if out.suffix == ".parquet":
             try:
-                frame.to_parquet(out, index=False)
+                rows.to_parquet(out, index=False)
             except ImportError as err:
                 raise AfreqError("Parquet export needs pyarrow: pip install pyarrow") from err
         elif out.suffix == ".csv":
-            frame.to_csv(out, index=False)
+            rows.to_csv(out, index=False)
         else:
             raise AfreqError(f"--export {out}: use a .csv or .parquet file name")
-        console.print(f"{len(frame)} rows written to {out}")
+        console.print(f"{len(rows)} rows written to {out}")
         return 0
     if frame.empty:
         console.print(f"no finished runs under {args.root}")
         return 0
-    table = Table(title=f"results under {args.root} (mean over seeds)")
-    pivot = (frame.groupby(["method", "dataset", "category", "metric"])["value"].mean()
-             .unstack("metric").reset_index())
-    for column in pivot.columns:
-        table.add_column(str(column))
-    for row in pivot.itertuples(index=False):
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
-    console.print(table)
+    console.print(results_table(group_runs(frame), args.root))
     return 0
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.sweep and args.sweep_option and args.sweep != args.sweep_option:
+        raise AfreqError(f"two sweep files ({args.sweep}, --sweep {args.sweep_option}): give one")
+    sweep = args.sweep or args.sweep_option
+    root = Path(args.root) if args.root else None
+    out = Path(args.out) if args.out else None
+    if sweep:
+        from anomaly_freq.bench.grid_table import write_sweep_table
+
+        markdown, csv = write_sweep_table(Path(sweep), root, out)
+        console.print(f"wrote {markdown} and {csv}", highlight=False)
+        return 0
     from anomaly_freq.bench.store import load_results
     from anomaly_freq.bench.tables import write_tables
 
+    root = root or Path("runs")
+    out = out or root / "tables"
     files = sorted(p for p in Path(args.experiments).glob("*/*.yaml"))
-    written = write_tables(files, load_results(Path(args.root)), Path(args.out),
-                           Path(args.experiments) / "published")
-    console.print(f"wrote {len(written)} tables to {args.out}/ (Markdown, LaTeX, CSV)")
+    written = write_tables(files, load_results(root), out, Path(args.experiments) / "published")
+    console.print(f"wrote {len(written)} tables to {out}/ (Markdown, LaTeX, CSV)",
+                  highlight=False)
     return 0
 
 

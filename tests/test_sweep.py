@@ -1,13 +1,16 @@
 """Sweeps (resumable after a kill, past failures, submitit), the result store and tables."""
 
+import io
 import json
 import os
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -130,6 +133,89 @@ def test_a_worker_holds_its_point_after_the_sweep_dies(tmp_path):
     summary = run_sweep(path)
     assert summary["finished_before"] == 1 and summary["ran"] == 0
     assert len(list(finished_runs(tmp_path / "runs"))) == 1
+
+
+HOLDING_PLUGIN = """
+import os
+import time
+from pathlib import Path
+
+from afreq_test_plugin import MeanImage
+
+
+class Holding(MeanImage):
+    \"\"\"MeanImage that, while the folder $AFREQ_TEST_HOLD holds a file named hold, leaves a
+    file named after its pid there at its first step and waits (at most 300 s).\"\"\"
+
+    default_config = {"method": {"name": "holding", "power": 2.0}}
+
+    def training_step(self, batch, batch_idx):
+        hold = Path(os.environ["AFREQ_TEST_HOLD"])
+        if (hold / "hold").exists():
+            (hold / f"started-{os.getpid()}").touch()
+            deadline = time.monotonic() + 300
+            while (hold / "hold").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return super().training_step(batch, batch_idx)
+"""
+
+
+def process_group(pgid):
+    """The processes in group ``pgid`` (Linux: the group is field 5 of /proc/<pid>/stat)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_sweep_alone_stops_its_workers(tmp_path, plugin_dir, signum):
+    (plugin_dir / "afreq_test_plugin" / "holding.py").write_text(HOLDING_PLUGIN)
+    entry = plugin_dir / "afreq_test_plugin-0.1.dist-info" / "entry_points.txt"
+    entry.write_text(entry.read_text() + "holding = afreq_test_plugin.holding:Holding\n")
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    (hold / "hold").touch()
+    runs = tmp_path / "runs"
+    path = tiny_sweep(tmp_path, "signals", "weave", "  - method=holding\ngrid:\n  seed: [0, 1]\n")
+    env = {**os.environ, "AFREQ_TEST_HOLD": str(hold),
+           "PYTHONPATH": os.pathsep.join([str(plugin_dir), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "anomaly_freq.cli", "sweep", str(path)]
+    log = tmp_path / "first.log"
+    try:
+        with log.open("w") as out:
+            sweep = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.monotonic() + 300
+            while not list(hold.glob("started-*")) and sweep.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
+            (worker,) = [int(p.name.split("-")[1]) for p in hold.glob("started-*")]
+            assert os.getpgid(worker) == sweep.pid  # the worker is in the sweep's group
+            os.kill(sweep.pid, signum)  # the sweep alone, not its group
+            assert sweep.wait(timeout=120) == 128 + signum, log.read_text()
+        assert process_group(sweep.pid) == [], "a worker or one of its processes still runs"
+    finally:
+        (hold / "hold").unlink(missing_ok=True)  # a worker left behind by a failure ends
+    assert "recorded as interrupted" in log.read_text()
+    status = runs / "sweeps" / "signals" / "status.jsonl"
+    (entry,) = [json.loads(line) for line in status.read_text().splitlines()]
+    assert entry["status"] == "interrupted"  # and the second point was not started
+    assert not list(finished_runs(runs))
+
+    resumed = subprocess.run([*command, "--jobs", "2"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "2 runs, 0 already finished, 2 to run" in resumed.stdout
+    done = [json.loads(line) for line in status.read_text().splitlines()][1:]
+    assert [e["status"] for e in done] == ["done", "done"]
+    assert entry["hash"] in {e["hash"] for e in done}
+    assert len(list(finished_runs(runs))) == 2
 
 
 def test_workers_use_the_users_visible_gpus(monkeypatch):
@@ -303,6 +389,22 @@ def test_each_local_worker_gets_its_own_gpus(tmp_path, monkeypatch):
     assert "--jobs 8 capped at 2: 4 GPUs visible, 2 per run" in console.export_text()
 
 
+def test_progress_without_a_terminal_is_one_plain_line_per_point(tmp_path, monkeypatch):
+    from anomaly_freq.bench import sweep
+
+    monkeypatch.setattr(sweep, "_visible_gpus", lambda: ["0"])
+    monkeypatch.setattr(sweep.subprocess, "Popen", FakeWorker)
+    monkeypatch.setattr(FakeWorker, "live", [])
+    monkeypatch.setattr(FakeWorker, "started", [])
+    path = tiny_sweep(tmp_path, "plain", "weave", "grid:\n  seed: [0, 1, 2]\n")
+    out = io.StringIO()
+    run_sweep(path, console=Console(file=out, width=200))
+    lines = [line for line in out.getvalue().splitlines() if " points, ETA " in line]
+    assert [line.split(",")[0] for line in lines] == ["1/3 points", "2/3 points", "3/3 points"]
+    assert lines[-1].endswith("ETA 0:00:00: done seed=2 category=weave")
+    assert "\x1b" not in out.getvalue()  # no cursor movement or colour in a log
+
+
 def test_bad_devices_per_job(tmp_path, monkeypatch, capsys):
     from anomaly_freq.bench import sweep
 
@@ -356,6 +458,101 @@ deviations: [an example deviation]
     assert "| washer |" in synthetic and "freqstat" in synthetic
     assert (tmp_path / "tables" / "fair__table1.tex").read_text().count(r"\textbf") >= 15
     assert len(list((tmp_path / "tables").glob("*__*.md"))) == 2
+
+
+def test_results_group_by_configuration_and_merge_only_seeds(tmp_path, monkeypatch):
+    from anomaly_freq import cli
+    from anomaly_freq.config import load_config
+    from anomaly_freq.engine import run
+
+    runs = tmp_path / "runs"
+    base = [*TINY_SYNTHETIC, "dataset.category=weave", f"output.root={runs}",
+            "output.report_images=0", "output.save_checkpoint=false"]
+    for extra in (["seed=0"], ["seed=1"], ["seed=0", "dataset.shots=4"], ["seed=0", "method.d0=8"]):
+        run(load_config([*base, *extra]))
+    assert main(["results", "--root", str(runs), "--export", str(tmp_path / "groups.csv"),
+                 "--grouped"]) == 0
+    groups = pd.read_csv(tmp_path / "groups.csv", dtype=str)
+    # shots tell the 4-shot run apart; method.d0 the two groups that agree on every shown key;
+    # what all groups share (method, category, image size, ...) and the seed are no columns
+    assert list(groups.columns[:4]) == ["shots", "method.d0", "n", "image_auroc_mean"]
+    assert "seed" not in groups.columns and "category" not in groups.columns
+    assert sorted(zip(groups["shots"], groups["method.d0"], groups["n"], strict=True)) == [
+        ("4", "16", "1"), ("all", "16", "2"), ("all", "8", "1")]
+    frame = load_results(runs)
+    full = frame[(frame["metric"] == "image_auroc") & frame["shots"].isna()]
+    (seeds,) = [runs for _, runs in full.groupby("group") if len(runs) == 2]
+    assert sorted(seeds["seed"]) == [0, 1]
+    merged = groups[groups["n"] == "2"].iloc[0]
+    assert float(merged["image_auroc_mean"]) == pytest.approx(seeds["value"].mean())
+    assert float(merged["image_auroc_std"]) == pytest.approx(seeds["value"].std())
+
+    monkeypatch.setattr(cli, "console", Console(record=True, width=300))
+    assert main(["results", "--root", str(runs)]) == 0
+    printed = cli.console.export_text()
+    header = next(line for line in printed.splitlines() if "shots" in line)
+    assert [c.strip() for c in header.strip("┃ ").split("┃")][:4] == [
+        "shots", "method.d0", "n", "image_auroc"]
+    assert "same in every group: method freqstat · preset freqstat · dataset synthetic" in printed
+
+
+def test_a_sweeps_own_table(tmp_path):
+    from anomaly_freq.config import load_config
+    from anomaly_freq.engine import run
+
+    runs = tmp_path / "runs"
+    path = tiny_sweep(tmp_path, "mine/cutoff", "weave", """  - output.report_images=0
+  - output.save_checkpoint=false
+grid:
+  method.d0: [8, 16]
+  dataset.category: [weave, chip]
+  seed: [0, 1]
+""")
+    points = {(dict(p.values)["method.d0"], p.category, dict(p.values)["seed"]): p
+              for p in expand(load_sweep(path))}
+    auroc = {key: 100 * run(load_config(list(points[key].overrides)))[0].metrics["image_auroc"]
+             for key in [("8", "weave", "0"), ("8", "weave", "1"), ("8", "chip", "0"),
+                         ("16", "weave", "0")]}
+    assert main(["tables", str(path)]) == 0
+    written = runs / "tables" / "mine__cutoff.grid.csv"  # under the sweep's run root
+    table = pd.read_csv(written, dtype=str).set_index(["metric", "method.d0"])
+    assert list(table.columns) == ["weave", "chip", "mean"]
+    weave = [auroc[("8", "weave", "0")], auroc[("8", "weave", "1")]]
+    mean, std = statistics.fmean(weave), statistics.stdev(weave)
+    chip = auroc[("8", "chip", "0")]
+    assert list(table.loc[("image_auroc", "8")]) == [
+        f"{mean:.1f} ± {std:.1f}", f"{chip:.1f} (1/2 seeds)", f"{(mean + chip) / 2:.1f}"]
+    assert list(table.loc[("image_auroc", "16")]) == [
+        f"{auroc[('16', 'weave', '0')]:.1f} (1/2 seeds)", "not run", "1/2 categories"]
+    markdown = written.with_suffix(".md").read_text()
+    assert "| method.d0 | weave | chip | mean |" in markdown and "pixel_aupro" in markdown
+
+    assert main(["tables", "--sweep", str(path), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "mine__cutoff.grid.md").read_text() == markdown
+
+
+def test_tables_leave_a_clean_clone_clean(tmp_path):
+    repo = tmp_path / "clone"
+    source = Path(__file__).resolve().parents[1]
+    shutil.copytree(source / "experiments" / "published", repo / "experiments" / "published")
+    (repo / "experiments" / "synthetic").mkdir()
+    shutil.copy(source / "experiments" / "synthetic" / "cross_method.yaml",
+                repo / "experiments" / "synthetic")
+    shutil.copytree(source / "docs" / "tables", repo / "docs" / "tables")
+    shutil.copy(source / ".gitignore", repo)
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=repo, capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "clone")
+    result = run_cli(["tables"], cwd=repo)
+    assert result.returncode == 0, result.stderr
+    assert git("status", "--porcelain") == ""
+    index = (repo / "runs" / "tables" / "README.md").read_text()  # under the ignored run root
+    assert "(synthetic__cross_method.md)" in index
 
 
 def test_summary_table_averages_over_datasets(tmp_path):

@@ -13,11 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 from anomaly_freq.bench.rundir import FINISHED_MARKER, config_hash
 from anomaly_freq.config import CONFIG_DIR
 
-PROTOCOL_FIELDS = ("eval_resolution", "image_size", "epochs", "model_selection",
-                   "score_normalisation", "pro_variant", "learning_type", "processes",
-                   "precision")
+PROTOCOL_FIELDS = ("eval_resolution", "image_size", "resize", "epochs", "shot_copies",
+                   "model_selection", "score_normalisation", "pro_variant", "learning_type",
+                   "processes", "precision")
 COLUMNS = ["method", "preset", "dataset", "data", "category", "seed", "shots", "shot_seed",
-           "metric", "value", "config_hash", "variant", *PROTOCOL_FIELDS, "run_dir"]
+           "metric", "value", "config_hash", "variant", "group", *PROTOCOL_FIELDS, "run_dir"]
+SEED_KEYS = ("seed", "dataset.shot_seed")  # runs that differ only here are seeds of one group
 # Keys of a dataset's own config file that say where or which part of it, not what data it is.
 NOT_DATA_KEYS = ("name", "root", "category")
 
@@ -81,7 +82,8 @@ def load_results(root: Path) -> pd.DataFrame:
             "shot_seed": cfg.dataset.get("shot_seed") if cfg.dataset.get("shots") else None,
             "config_hash": protocol.get("config_hash", config_hash(cfg)),
             # the same experiment on another category or seed shares this
-            "variant": config_hash(cfg, ignore=("dataset.category", "seed", "dataset.shot_seed")),
+            "variant": config_hash(cfg, ignore=("dataset.category", *SEED_KEYS)),
+            "group": config_hash(cfg, ignore=SEED_KEYS),
             **{field: protocol.get(field) for field in PROTOCOL_FIELDS},
             "run_dir": str(run_dir),
         }

@@ -6,9 +6,11 @@ optional ``published`` metadata for `afreq tables`. ``dataset.category: all`` ex
 dataset's categories. Each point is identified by the hash of its resolved config, so a point
 that already has a finished run anywhere under the output root is skipped.
 
-Locally, each worker gets its own set of ``--devices-per-job`` GPUs; on SLURM, each point is one
-task of a job array, requeued when preempted or timed out, and a job of several tasks is one DDP
-run whose rank 0 alone takes the point's lock.
+Locally, each worker gets its own set of ``--devices-per-job`` GPUs and runs in the sweep's
+process group; SIGINT or SIGTERM to the sweep stops its workers and records their points as
+interrupted, to be run again on resume. On SLURM, each point is one task of a job array,
+requeued when preempted or timed out, and a job of several tasks is one DDP run whose rank 0
+alone takes the point's lock.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import itertools
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,9 +34,9 @@ import submitit
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
 from anomaly_freq import registry
+from anomaly_freq.bench.progress import SweepProgress
 from anomaly_freq.bench.rundir import config_hash, write_atomic
 from anomaly_freq.bench.store import finished_hashes, is_finished
 from anomaly_freq.config import load_config
@@ -44,6 +48,8 @@ SWEEP_KEYS = {"name", "title", "overrides", "grid", "settings", "published", "de
 # Short names a sweep file's slurm: mapping may use for submitit's slurm_* parameters.
 SLURM_ALIASES = {"partition": "slurm_partition", "array_parallelism": "slurm_array_parallelism"}
 DECISION_WAIT_S = 600  # how long a rank > 0 waits for rank 0 to say whether the point runs
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_GRACE_S = 30  # how long an interrupted worker may take to exit before it is killed
 
 
 @dataclass
@@ -66,6 +72,12 @@ class Point:
     overrides: tuple[str, ...]
     hash: str
     output_root: Path
+    values: tuple[tuple[str, str], ...] = ()  # the grid's values of this point, but its category
+
+    @property
+    def label(self) -> str:
+        named = [*(f"{k}={v}" for k, v in self.values), f"category={self.category}"]
+        return " ".join(named if self.setting == "full" else [f"setting={self.setting}", *named])
 
 
 def load_sweep(path: Path) -> Sweep:
@@ -108,8 +120,9 @@ def expand(sweep: Sweep, devices: Sequence[str] = ()) -> list[Point]:
             for category in [categories] if isinstance(categories, str) else categories:
                 run = [*overrides, f"dataset.category={category}", *devices]
                 resolved = with_category(load_config(run), category)
+                values = tuple((k, _text(v)) for k, v in chosen.items() if k != "dataset.category")
                 points.append(Point(setting, category, tuple(run), config_hash(resolved),
-                                    Path(resolved.output.root)))
+                                    Path(resolved.output.root), values))
     return points
 
 
@@ -167,9 +180,14 @@ def run_sweep(path: Path, executor: str = "local", jobs: int = 1, dry_run: bool 
     log_dir = (points[0].output_root if points else Path("runs")) / "sweeps" / _slug(sweep.name)
     log_dir.mkdir(parents=True, exist_ok=True)
     if executor == "local":
-        counts = _run_local(todo, jobs, log_dir, console, slots, devices_per_job)
+        counts = _run_local(todo, jobs, log_dir, console, slots, devices_per_job, len(done))
     else:
-        counts = _run_submitit(sweep, todo, log_dir, console, submitit_cluster)
+        counts = _run_submitit(sweep, todo, log_dir, console, submitit_cluster, len(done))
+    if "stopped_by" in counts:
+        console.print(f"[yellow]stopped by {counts['stopped_by']}[/]: "
+                      f"{counts.get('interrupted', 0)} running runs recorded as interrupted in "
+                      f"{escape(str(log_dir / 'status.jsonl'))}; run the same command again to "
+                      "finish the sweep", highlight=False)
     if counts["skipped"]:
         console.print(f"[yellow]{counts['skipped']} runs were taken by another sweep process or "
                       "finished meanwhile[/]; run the sweep again once that process is done")
@@ -187,13 +205,8 @@ def _record(log_dir: Path, point: Point, status: str, detail: str = "") -> None:
         handle.write(json.dumps(entry) + "\n")
 
 
-def _progress(console: Console) -> Progress:
-    return Progress("{task.description}", BarColumn(), "{task.completed}/{task.total}",
-                    TimeElapsedColumn(), "ETA", TimeRemainingColumn(), console=console)
-
-
-def _describe(done: int, running: int, failed: int, remaining: int) -> str:
-    return (f"done {done} · running {running} · failed {failed} · remaining {remaining}")
+def _describe(ran: int, running: int, failed: int, remaining: int) -> str:
+    return f"ran {ran} · running {running} · failed {failed} · remaining {remaining}"
 
 
 def _gpu_count() -> int:
@@ -245,46 +258,94 @@ def _count(slurm: dict[str, Any], key: str, default: int) -> int:
 
 
 def _run_local(todo: list[Point], jobs: int, log_dir: Path, console: Console,
-               slots: Sequence[tuple[str, ...]] = (), devices_per_job: int = 1) -> dict:
+               slots: Sequence[tuple[str, ...]] = (), devices_per_job: int = 1,
+               done_before: int = 0) -> dict:
     """One worker subprocess per GPU set of ``slots`` (without GPUs: ``jobs`` workers sharing
-    the cores), a lock per point; a worker's GPUs go to the next point when it ends."""
+    the cores), a lock per point; a worker's GPUs go to the next point when it ends. SIGINT or
+    SIGTERM to the sweep stops the running workers and records their points as interrupted."""
     threads = _cpu_threads_per_job(jobs, len(slots), devices_per_job)
     free: list[tuple[str, ...] | None] = [*slots] or [None] * max(1, jobs)
     queue, running = list(todo), {}
     counts = {"ran": 0, "failed": 0, "skipped": 0}
-    with _progress(console) as progress:
-        task = progress.add_task(_describe(0, 0, 0, len(todo)), total=len(todo))
-        while queue or running:
-            while queue and free:
+
+    def settle(point: Point, stopping: bool) -> None:
+        slot, proc, lock, log = running.pop(point)
+        free.append(slot)
+        log.close()
+        lock.close()  # the worker's copy closed when it exited: the flock is released
+        if proc.returncode == 0:
+            status, detail = "done", ""
+            counts["ran"] += 1
+        else:
+            status = "interrupted" if stopping else "failed"
+            detail = (log_dir / f"{point.hash}.log").read_text()[-2000:]
+            counts[status] = counts.get(status, 0) + 1
+        _record(log_dir, point, status, detail)
+        if status == "failed":
+            console.print(f"[red]failed[/] ({proc.returncode}): "
+                          f"{escape(shlex.join(point.overrides))}", highlight=False)
+        progress.advance(f"{status} {point.label}")
+
+    with (_StopRequest() as stop,
+          SweepProgress(console, done_before + len(todo), done_before) as progress):
+        while (queue or running) and stop.signum is None:
+            while queue and free and stop.signum is None:
                 point = queue.pop(0)
                 started = _start(point, free[0], threads, log_dir)
                 if started is None:
                     counts["skipped"] += 1
                     _record(log_dir, point, "skipped", "taken by another process or finished")
-                    progress.advance(task)
+                    progress.advance(f"skipped {point.label}", executed=False)
                     continue
                 running[point] = (free.pop(0), *started)
             time.sleep(0.2)
-            for point, (slot, proc, lock, log) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[point]
-                free.append(slot)
-                log.close()
-                lock.close()  # the worker's copy closed when it exited: the flock is released
-                if proc.returncode == 0:
-                    counts["ran"] += 1
-                    _record(log_dir, point, "done")
-                else:
-                    counts["failed"] += 1
-                    tail = (log_dir / f"{point.hash}.log").read_text()[-2000:]
-                    _record(log_dir, point, "failed", tail)
-                    console.print(f"[red]failed[/] ({proc.returncode}): "
-                                  f"{escape(shlex.join(point.overrides))}", highlight=False)
-                progress.advance(task)
-            progress.update(task, description=_describe(counts["ran"], len(running),
-                                                        counts["failed"], len(queue)))
+            for point, (_, proc, _, _) in list(running.items()):
+                if proc.poll() is not None:
+                    settle(point, stopping=stop.signum is not None)
+            progress.describe(_describe(counts["ran"], len(running), counts["failed"],
+                                        len(queue)))
+        if stop.signum is not None:
+            _interrupt([proc for _, proc, _, _ in running.values()])
+            for point in list(running):
+                settle(point, stopping=True)
+            counts["stopped_by"] = signal.Signals(stop.signum).name
     return counts
+
+
+class _StopRequest:
+    """SIGINT and SIGTERM to the sweep, noted instead of raised while its workers run, so that
+    the sweep stops them and records their points; the previous handlers come back after."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():  # the only one that may
+            self._previous = {s: signal.signal(s, self._note) for s in STOP_SIGNALS}
+        return self
+
+    def _note(self, signum: int, _frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *_) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupt(workers: list[subprocess.Popen]) -> None:
+    """Stop each worker as Ctrl-C would (SIGINT: the run records why it ended and exits, and
+    its data-loader processes with it); kill the ones still running after STOP_GRACE_S."""
+    for proc in workers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for proc in workers:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _visible_gpus() -> list[str]:
@@ -410,7 +471,7 @@ def slurm_parameters(sweep: Sweep) -> dict[str, Any]:
 
 
 def _run_submitit(sweep: Sweep, todo: list[Point], log_dir: Path, console: Console,
-                  cluster: str | None) -> dict:
+                  cluster: str | None, done_before: int = 0) -> dict:
     """Every point as one task of a job array; waits for them all."""
     executor = submitit.AutoExecutor(folder=str(log_dir / "submitit"), cluster=cluster)
     try:
@@ -421,18 +482,19 @@ def _run_submitit(sweep: Sweep, todo: list[Point], log_dir: Path, console: Conso
     _warn_idle_gpus(sweep.slurm, console)
     jobs = executor.map_array(PointJob(), todo) if todo else []
     counts = {"ran": 0, "failed": 0, "skipped": 0}
-    with _progress(console) as progress:
-        task = progress.add_task(f"submitted {len(jobs)} jobs", total=len(jobs))
+    with SweepProgress(console, done_before + len(jobs), done_before) as progress:
+        progress.describe(f"submitted {len(jobs)} jobs")
         for point, job in zip(todo, jobs, strict=True):
             try:
                 status = job.result()
             except Exception as err:
+                status = "failed"
                 counts["failed"] += 1
                 _record(log_dir, point, "failed", f"job {job.job_id}: {err}")
             else:
                 counts["ran" if status == "done" else "skipped"] += 1
                 _record(log_dir, point, status, f"job {job.job_id}")
-            progress.advance(task)
+            progress.advance(f"{status} {point.label}", executed=status != "skipped")
     return counts
 
 
