@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,16 @@ from anomaly_freq.errors import AfreqError
 FORMAT = 1
 
 
-def save_checkpoint(method: Any, cfg: DictConfig, path: Path) -> None:
+def save_checkpoint(method: Any, cfg: DictConfig, path: Path,
+                    calibration: dict[str, Any] | None = None) -> None:
+    """``calibration``: the run's threshold and map range (`anomaly_freq.calibration`)."""
     payload = {
         "format": FORMAT,
         "anomaly_freq": __version__,
         "method": cfg.method.name,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "state_dict": {k: v.detach().cpu() for k, v in method.state_dict().items()},
+        "calibration": calibration,
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt.tmp")
     os.close(fd)
@@ -38,8 +42,21 @@ def save_checkpoint(method: Any, cfg: DictConfig, path: Path) -> None:
         raise
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    method: Any  # in eval mode
+    cfg: DictConfig
+    calibration: dict[str, Any] | None  # None in checkpoints saved before calibration existed
+
+
 def load_checkpoint(path: Path, expected_method: str | None = None) -> tuple[Any, DictConfig]:
     """Rebuild the method from a checkpoint; returns (method in eval mode, its config)."""
+    checkpoint = read_checkpoint(path, expected_method)
+    return checkpoint.method, checkpoint.cfg
+
+
+def read_checkpoint(path: Path, expected_method: str | None = None) -> Checkpoint:
+    """The method rebuilt from a checkpoint, its config and its stored calibration."""
     if not path.is_file():
         raise AfreqError(f"checkpoint {path} does not exist")
     try:
@@ -64,4 +81,4 @@ def load_checkpoint(path: Path, expected_method: str | None = None) -> tuple[Any
         first = str(err).strip().splitlines()[0]
         raise AfreqError(f"checkpoint {path} does not fit method '{name}' as configured "
                          f"({first}); was it saved by another version or width?") from err
-    return method.eval(), cfg
+    return Checkpoint(method.eval(), cfg, payload.get("calibration"))

@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("spectrum", help="plot normal vs anomalous test spectra of a category")
+    p = sub.add_parser("spectrum", help="plot normal vs anomalous test spectra of a category "
+                       "and their ratio per frequency band (PNG and CSV)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_spectrum)
 
@@ -152,7 +153,8 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     from anomaly_freq.config import load_config
     from anomaly_freq.viz.spectrum import spectrum_command
 
-    console.print(f"spectra written to {spectrum_command(load_config(args.overrides))}")
+    out = spectrum_command(load_config(args.overrides))
+    console.print(f"spectrum.png and spectrum.csv written to {out}")
     return 0
 
 
@@ -226,7 +228,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from anomaly_freq.predict import predict_folder
+    from anomaly_freq.predict import describe, predict_folder
 
     allowed = {"checkpoint", "images", "method", "output"}
     settings = dict(item.partition("=")[::2] for item in args.settings)
@@ -235,10 +237,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         got = " ".join(args.settings)
         raise AfreqError("afreq predict takes checkpoint=<model.pt> images=<folder> and "
                          f"optionally method=<name> output=<folder> (got {got})")
-    out = predict_folder(Path(settings["checkpoint"]), Path(settings["images"]),
-                         Path(settings["output"]) if settings.get("output") else None,
-                         settings.get("method"))
-    console.print(f"scores and heatmaps written to {out}")
+    result = predict_folder(Path(settings["checkpoint"]), Path(settings["images"]),
+                            Path(settings["output"]) if settings.get("output") else None,
+                            settings.get("method"))
+    for line in describe(result):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"scores and heatmaps written to {result.out_dir}")
     return 0
 
 

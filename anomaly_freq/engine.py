@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from anomaly_freq import registry
+from anomaly_freq import calibration, registry
 from anomaly_freq.bench.rundir import (
     config_hash,
     create_run_dir,
@@ -98,15 +98,18 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
     train, test = source.samples(category)
     if cfg.dataset.shots:
         train = draw_shots(train, cfg.dataset.shots, cfg.dataset.shot_seed)
+    split = calibration.split_training_images(cfg, train)
+    train = split.train
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     method = registry.create_method(cfg.method.name, cfg)
     method.apply_speed_options()
     evaluator = _make_evaluator(cfg)
-    shared = SharedRunDir()
-    callbacks: list[pl.Callback] = [shared, EvaluatorCallback(evaluator)]
+    shared, scorer = SharedRunDir(), EvaluatorCallback(evaluator)
+    callbacks: list[pl.Callback] = [shared, scorer]
     cache = DecodeCache(cfg.dataset.cache, cache_dir() / "decoded")
     datamodule = AnomalyDataModule.from_config(cfg, train, test, category, cache,
-                                               method.train_transform(), shot_fill(cfg, method))
+                                               method.train_transform(), shot_fill(cfg, method),
+                                               split.calibration)
     monitor = None
     if cfg.eval.test_every_n_epochs:
         monitor = BestOnTestMonitor(lambda: _make_evaluator(cfg), datamodule.predict_dataloader,
@@ -128,6 +131,9 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
     try:
         _guard_interrupt(trainer.fit, method, datamodule=datamodule)
         _guard_interrupt(trainer.predict, method, datamodule=datamodule, return_predictions=False)
+        scorer.evaluator = calibrated = _make_evaluator(cfg)  # the test set's stays intact
+        _guard_interrupt(trainer.predict, method, dataloaders=datamodule.calibration_dataloader(),
+                         return_predictions=False)
         if not lead:
             return CategoryResult(category, source.group(category), {}, shared.path, lead=False)
         run_dir = shared.path
@@ -135,13 +141,16 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
         if monitor is not None:
             metrics.update(monitor.best())
         if cfg.output.report_images:
-            write_report(run_dir, evaluator, metrics, cfg.output.report_images)
+            write_report(run_dir, evaluator, metrics, cfg.output.report_images,
+                         cfg.method.get("preset", cfg.method.name))
+        record = calibration.calibrate(split, calibrated)
+        write_json(run_dir / "calibration.json", record)
         if cfg.output.save_checkpoint:
-            save_checkpoint(method, cfg, run_dir / "model.pt")
+            save_checkpoint(method, cfg, run_dir / "model.pt", calibration.summary(record))
         write_csv(run_dir / "scores.csv", evaluator.rows)
         write_json(run_dir / "protocol.json",
                    {**protocol(cfg, method, len(train), len(test), trainer.world_size),
-                    **evaluator.protocol()})
+                    **evaluator.protocol(), "calibration": calibration.summary(record)})
         (run_dir / "error.txt").unlink(missing_ok=True)
         write_json(run_dir / "metrics.json", {"category": category, **metrics})
     except BaseException as err:

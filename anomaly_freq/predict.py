@@ -1,22 +1,30 @@
-"""`afreq predict`: score new images with a saved checkpoint and write heatmaps."""
+"""`afreq predict`: score new images with a saved checkpoint, call each normal or anomalous,
+and draw its heatmap.
+
+The verdict and the colours come from the run's calibration (`anomaly_freq.calibration`), stored
+in the checkpoint: an image scoring above the threshold is anomalous, and every heatmap of every
+call shares the stored colour range. A checkpoint saved before runs were calibrated gives scores
+without verdicts, its heatmaps coloured from the lowest to the highest map value of the call.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from omegaconf import OmegaConf
-from PIL import Image
 
-from anomaly_freq.bench.rundir import write_atomic
-from anomaly_freq.checkpoint import load_checkpoint
+from anomaly_freq.bench.rundir import write_csv, write_json
+from anomaly_freq.checkpoint import read_checkpoint
 from anomaly_freq.data.images import decode_image
 from anomaly_freq.data.mvtec_layout import IMAGE_EXTENSIONS
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.viz.report import add_colour_bar, draw_overlay, save_figure
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -28,11 +36,22 @@ def find_images(folder: Path) -> list[Path]:
     return found
 
 
+@dataclass(frozen=True)
+class Predictions:
+    out_dir: Path
+    paths: list[Path]
+    scores: list[float]
+    verdicts: list[str] | None  # normal / anomalous; None without a stored threshold
+    calibration: dict[str, Any] | None
+    scale: tuple[float, float]  # the heatmaps' colour range
+
+
 @torch.no_grad()
 def predict_folder(checkpoint: Path, images: Path, out_dir: Path | None = None,
-                   expected_method: str | None = None, batch_size: int = 8) -> Path:
+                   expected_method: str | None = None, batch_size: int = 8) -> Predictions:
     """Score every image under ``images``; write scores.csv and heatmaps/ into ``out_dir``."""
-    method, cfg = load_checkpoint(checkpoint, expected_method)
+    loaded = read_checkpoint(checkpoint, expected_method)
+    method, cfg, calibration = loaded.method, loaded.cfg, loaded.calibration
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     method.to(device)
     paths = find_images(images)
@@ -49,28 +68,70 @@ def predict_folder(checkpoint: Path, images: Path, out_dir: Path | None = None,
         pictures += chunk
         maps += list(out["anomaly_map"][:, 0].float().cpu().numpy())
         scores += out["pred_score"].float().cpu().tolist()
+    if calibration is None:
+        scale = (float(min(m.min() for m in maps)), float(max(m.max() for m in maps)))
+        verdicts = None
+    else:
+        scale = tuple(calibration["map_range"])
+        verdicts = [verdict(score, calibration["threshold"]) for score in scores]
     (out_dir / "heatmaps").mkdir(parents=True, exist_ok=True)
-    low, high = min(m.min() for m in maps), max(m.max() for m in maps)
-    for path, picture, amap in zip(paths, pictures, maps, strict=True):
+    rows = []
+    for i, (path, picture, amap) in enumerate(zip(paths, pictures, maps, strict=True)):
         name = "__".join(path.relative_to(images).parts)
         if path.suffix.lower() != ".png":  # x.jpg → x.jpg.png, so that it cannot overwrite x.png
             name += ".png"
-        Image.fromarray(overlay(picture, amap, low, high)).save(out_dir / "heatmaps" / name)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["path", "pred_score"])
-    writer.writerows(zip(map(str, paths), scores, strict=True))
-    write_atomic(out_dir / "scores.csv", buffer.getvalue())
-    return out_dir
+        title = _title(path.name, scores[i], calibration, verdicts[i] if verdicts else None)
+        save_figure(heatmap_figure(picture, amap, scale, title), out_dir / "heatmaps" / name)
+        rows.append({"path": str(path), "pred_score": scores[i],
+                     **({"prediction": verdicts[i]} if verdicts else {})})
+    write_csv(out_dir / "scores.csv", rows)
+    if calibration is not None:
+        write_json(out_dir / "calibration.json", calibration)
+    return Predictions(out_dir, paths, scores, verdicts, calibration, scale)
 
 
-def overlay(picture: np.ndarray, amap: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Image and its heatmap side by side; the map is scaled by ``low..high`` of the whole set."""
-    from matplotlib import colormaps
+def verdict(score: float, threshold: float) -> str:
+    return "anomalous" if score > threshold else "normal"
 
-    if amap.shape != picture.shape[:2]:
-        amap = np.asarray(Image.fromarray(amap).resize(picture.shape[1::-1], Image.BILINEAR))
-    scaled = np.clip((amap - low) / max(high - low, 1e-12), 0, 1)
-    heat = (colormaps["jet"](scaled)[..., :3] * 255).astype(np.float32)
-    blend = (0.5 * picture + 0.5 * heat).astype(np.uint8)
-    return np.concatenate([picture, blend], axis=1)
+
+def _title(name: str, score: float, calibration: dict[str, Any] | None,
+           called: str | None) -> str:
+    if calibration is None:
+        return f"{name}: score {score:.4g} (no stored threshold)"
+    sign = ">" if called == "anomalous" else "≤"
+    return f"{name}: score {score:.4g} {sign} threshold {calibration['threshold']:.4g}, {called}"
+
+
+def heatmap_figure(picture: np.ndarray, amap: np.ndarray, scale: tuple[float, float],
+                   title: str) -> Figure:
+    """The image and its heatmap overlay side by side, the map coloured over ``scale``."""
+    fig = Figure(figsize=(6.8, 3.4))
+    left, right = fig.subplots(1, 2)
+    left.imshow(picture)
+    left.set_title("image")
+    left.axis("off")
+    add_colour_bar(fig, draw_overlay(right, picture, amap, scale), right)
+    right.set_title("anomaly map")
+    fig.suptitle(title)
+    return fig
+
+
+def describe(result: Predictions) -> list[str]:
+    """What `afreq predict` prints: how images were called, one line per image, a summary."""
+    low, high = result.scale
+    if result.calibration is None:
+        head = ("this checkpoint stores no threshold (it was saved before runs were calibrated):"
+                f" scores only, heatmaps coloured on this call's own range {low:.4g} to "
+                f"{high:.4g}")
+    else:
+        c = result.calibration
+        head = (f"threshold {c['threshold']:.4g}, the {c['threshold_rule']}; calibration "
+                f"images: {c['how']}. An image scoring above it is anomalous; every heatmap is "
+                f"coloured from {low:.4g} to {high:.4g}")
+    verdicts = result.verdicts or ["-"] * len(result.paths)
+    lines = [head] + [f"{v:<9} {s:>11.4g}  {p}"
+                      for v, s, p in zip(verdicts, result.scores, result.paths, strict=True)]
+    if result.verdicts:
+        lines.append(f"{result.verdicts.count('anomalous')} of {len(result.paths)} images "
+                     "anomalous")
+    return lines

@@ -128,6 +128,9 @@ def test_two_process_ddp_writes_one_folder_and_scores_each_image_once(tmp_path, 
     assert protocol["method_settings"] == registry.create_method(
         name, load_config([*overrides])).protocol()  # what the run's `auto`s resolved to
     assert done.stdout.count("afreq run:") == 1  # rank 1 reports nothing
+    calibrated = [image["path"] for image in json.loads(
+        (folder / "calibration.json").read_text())["images"]]  # the presets calibrate in-sample
+    assert sorted(calibrated) == sorted((folder / "train_files.txt").read_text().split())
 
 
 FAILING_PLUGIN = '''

@@ -79,14 +79,17 @@ def default_workers() -> int:
 
 
 class AnomalyDataModule(pl.LightningDataModule):
-    """Training batches hold normal images only; test/predict batches hold the whole test set."""
+    """Training batches hold normal images only; test/predict batches hold the whole test set;
+    calibration batches the normal images that set the threshold (`anomaly_freq.calibration`)."""
 
     def __init__(self, train: Dataset, test: Dataset, batch_size: int = 8,
                  eval_batch_size: int = 16, num_workers: int = 0, seed: int = 0,
-                 train_transform: SampleTransform | None = None) -> None:
+                 train_transform: SampleTransform | None = None,
+                 calibration: Dataset | None = None) -> None:
         super().__init__()
         self.train_set = SynthesisDataset(train, train_transform, seed)
         self.test_set = test
+        self.calibration_set = calibration
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
 
@@ -94,7 +97,8 @@ class AnomalyDataModule(pl.LightningDataModule):
     def from_config(cls, cfg: DictConfig, train: Sequence[Sample], test: Sequence[Sample],
                     category: str, cache: DecodeCache,
                     train_transform: SampleTransform | None = None,
-                    shot_fill: str = "zero") -> AnomalyDataModule:
+                    shot_fill: str = "zero",
+                    calibration: Sequence[Sample] = ()) -> AnomalyDataModule:
         d = cfg.dataset
         workers = default_workers() if d.num_workers is None else int(d.num_workers)
         if cache.mode == "memory" and workers > 0:
@@ -109,7 +113,7 @@ class AnomalyDataModule(pl.LightningDataModule):
             train_set = RotatedCopies(train_set, d.shot_copies, d.shot_rotation, d.shot_seed,
                                       shot_fill)
         return cls(train_set, make(test), d.batch_size, d.eval_batch_size, workers, cfg.seed,
-                   train_transform)
+                   train_transform, make(calibration))
 
     def _ranks(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -127,8 +131,14 @@ class AnomalyDataModule(pl.LightningDataModule):
         return self._loader(self.train_set, self.batch_size, sampler)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size,
-                            ShardSampler(len(self.test_set), *self._ranks()))
+        return self._scoring_loader(self.test_set)
+
+    def calibration_dataloader(self) -> DataLoader:
+        return self._scoring_loader(self.calibration_set)
+
+    def _scoring_loader(self, dataset: Dataset) -> DataLoader:
+        return self._loader(dataset, self.eval_batch_size,
+                            ShardSampler(len(dataset), *self._ranks()))
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
