@@ -288,11 +288,22 @@ def cmd_list(args: argparse.Namespace) -> int:
             cfg = load_config([f"dataset={name}", *[o for o in args.overrides
                                                     if not o.startswith("dataset=")]])
             try:
-                cats = registry.create_dataset(name, cfg).categories()
+                line = _found_categories(registry.create_dataset(name, cfg))
             except AfreqError as err:
-                cats = [f"(unavailable: {err})"]
-            console.print(f"categories of {name}: " + ", ".join(cats), highlight=False)
+                line = f"(unavailable: {err})"
+            console.print(f"categories of {name}: {line}", highlight=False)
     return 0
+
+
+def _found_categories(source) -> str:
+    """The categories on disk, then those known but not found there."""
+    present = source.present()
+    missing = [c for c in source.categories() if c not in present]
+    if not missing:
+        return ", ".join(present)
+    if not present:
+        return f"none under {source.root()} (known: {', '.join(missing)})"
+    return f"{', '.join(present)} (under {source.root()}); not found: {', '.join(missing)}"
 
 
 if __name__ == "__main__":

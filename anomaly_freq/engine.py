@@ -36,8 +36,9 @@ from anomaly_freq.checkpoint import save_checkpoint
 from anomaly_freq.config import config_to_yaml
 from anomaly_freq.data import AnomalyDataModule, DatasetSource, Sample, cache_dir
 from anomaly_freq.data.cache import DecodeCache
+from anomaly_freq.data.check import check_files
 from anomaly_freq.data.fewshot import SHOT_FILLS, draw_shots
-from anomaly_freq.errors import AfreqError
+from anomaly_freq.errors import AfreqError, worker_error
 from anomaly_freq.metrics import Evaluator, EvaluatorCallback
 from anomaly_freq.metrics.monitor import BestOnTestMonitor
 from anomaly_freq.viz import write_report
@@ -55,10 +56,19 @@ class CategoryResult:
 
 
 def categories_of(cfg: DictConfig, source: DatasetSource) -> list[str]:
-    if cfg.dataset.category == "all":
-        return source.categories()
-    source.check_category(cfg.dataset.category)
-    return [cfg.dataset.category]
+    """The category asked for, or with ``all`` those on disk (the missing ones named)."""
+    if cfg.dataset.category != "all":
+        source.check_category(cfg.dataset.category)
+        return [cfg.dataset.category]
+    present = source.present()
+    if not present:
+        raise source.not_found()
+    missing = [c for c in source.categories() if c not in present]
+    if missing and launched_rank() == 0:
+        log.warning("%s: %d of %d categories are not under %s and are skipped: %s",
+                    cfg.dataset.name, len(missing), len(missing) + len(present), source.root(),
+                    ", ".join(missing))
+    return present
 
 
 def run(cfg: DictConfig) -> list[CategoryResult]:
@@ -98,6 +108,7 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
     train, test = source.samples(category)
     if cfg.dataset.shots:
         train = draw_shots(train, cfg.dataset.shots, cfg.dataset.shot_seed)
+    check_files([*train, *test], cfg.trainer.enable_progress_bar and launched_rank() == 0)
     split = calibration.split_training_images(cfg, train)
     train = split.train
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -354,12 +365,18 @@ def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int,
 
 
 def _guard_interrupt(call, *args, **kwargs) -> None:
-    """Lightning turns Ctrl-C into `sys.exit(1)` and ignores SIGINT after; undo both."""
+    """Lightning turns Ctrl-C into `sys.exit(1)` and ignores SIGINT after; undo both. An
+    AfreqError from a loader worker comes back as its own line (see `worker_error`)."""
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*returned `None`, this fit will run with no.*")
             call(*args, **kwargs)
+    except AfreqError as err:
+        original = worker_error(err)
+        if original is err:
+            raise
+        raise original from err
     except SystemExit as err:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt("run interrupted during training or prediction") from err

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from anomaly_freq.data.mvtec_layout import Sample
-from anomaly_freq.data.sources import DatasetSource, cache_dir, missing_root
+from anomaly_freq.data.sources import DatasetSource, cache_dir
 from anomaly_freq.data.staging import build_once
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.registry import register_dataset
@@ -82,16 +82,24 @@ def _files(root: Path, split: str, cls: str) -> list[Path]:
 
 @register_dataset("cifar10")
 class CIFAR10Source(DatasetSource):
+    expected = "cifar-10-batches-py/ (the python version)"
+
     def categories(self) -> list[str]:
         return list(CLASSES)
 
+    def batches(self) -> Path | None:
+        root = self.root()
+        return next((p for p in (root / "cifar-10-batches-py", root)
+                     if (p / "test_batch").is_file()), None)
+
+    def present(self) -> list[str]:
+        return self.categories() if self.batches() else []
+
     def samples(self, category: str) -> tuple[list[Sample], list[Sample]]:
         self.check_category(category)
-        root = self.root()
-        batches = next((p for p in (root / "cifar-10-batches-py", root)
-                        if (p / "test_batch").is_file()), None)
+        batches = self.batches()
         if batches is None:
-            raise missing_root("cifar10", root, "cifar-10-batches-py/ (the python version)")
+            raise self.not_found()
         stat = (batches / "test_batch").stat()
         key = hashlib.sha1(f"{batches.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
         pngs = export_pngs(batches, cache_dir() / f"cifar10-png-{key.hexdigest()[:12]}")

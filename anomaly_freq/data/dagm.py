@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from anomaly_freq.data.mvtec_layout import Sample
-from anomaly_freq.data.sources import DatasetSource, missing_root
+from anomaly_freq.data.sources import DatasetSource
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.registry import register_dataset
 
@@ -49,19 +49,35 @@ def read_labels(split_dir: Path) -> list[Sample]:
     return samples
 
 
+def has_dagm_layout(folder: Path) -> bool:
+    return all((folder / split / "Label" / "Labels.txt").is_file() for split in ("Train", "Test"))
+
+
 @register_dataset("dagm")
 class DAGMSource(DatasetSource):
-    """DAGM 2007, ten classes; category names class1 … class10."""
+    """DAGM 2007, ten classes named class1 … class10 (folders Class1 … Class10), then any other
+    folder of the root in the same layout, under its own name."""
+
+    expected = "Class1/, Class2/, ... (each with Train/ and Test/)"
 
     def categories(self) -> list[str]:
-        return list(CLASSES)
+        root = self.root()
+        extra = sorted(p.name for p in root.iterdir()
+                       if p.name.lower() not in CLASSES and has_dagm_layout(p)
+                       ) if root.is_dir() else []
+        return [*CLASSES, *extra]
+
+    def folder(self, category: str) -> Path:
+        return self.root() / (category.capitalize() if category in CLASSES else category)
+
+    def present(self) -> list[str]:
+        return [c for c in self.categories() if self.folder(c).is_dir()]
 
     def samples(self, category: str) -> tuple[list[Sample], list[Sample]]:
         self.check_category(category)
-        root = self.root()
-        folder = root / category.capitalize()
+        folder = self.folder(category)
         if not folder.is_dir():
-            raise missing_root("dagm", root, "Class1/, Class2/, ... (each with Train/ and Test/)")
+            raise self.not_found()
         train = [s for s in read_labels(folder / "Train") if s.label == 0]
         if not train:
             raise AfreqError(f"{folder / 'Train'} has no defect-free images to train on")

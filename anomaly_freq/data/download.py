@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from anomaly_freq.data.progress import bar, track
 from anomaly_freq.errors import AfreqError
 
 
@@ -136,8 +137,8 @@ def digest_of(path: Path, kind: str = "sha256") -> str:
 
 
 def _progress(show: bool) -> Progress:
-    return Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), disable=not show)
+    return bar("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+               TransferSpeedColumn(), show=show)
 
 
 def _name_problem(raw: str) -> str | None:
@@ -187,19 +188,21 @@ def check_zip_members(archive: zipfile.ZipFile, path: Path) -> None:
             raise AfreqError(f"refusing to extract {path}: member '{info.filename}' {problem}")
 
 
-def extract(archive: Path, root: Path) -> None:
+def extract(archive: Path, root: Path, show_progress: bool = True) -> None:
     """Extract a checked tar or zip archive into ``root`` through a staging folder."""
     staging = root / ".extracting"
     shutil.rmtree(staging, ignore_errors=True)
+    label = f"extracting {archive.name}"
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as handle:
                 check_zip_members(handle, archive)
-                handle.extractall(staging)
+                handle.extractall(staging, track(handle.infolist(), label, show_progress))
         else:
             with tarfile.open(archive) as tar:
                 check_members(tar, archive)
-                tar.extractall(staging, filter="data")
+                tar.extractall(staging, track(tar.getmembers(), label, show_progress),
+                               filter="data")
         for entry in staging.iterdir():
             target = root / entry.name
             if target.exists():
@@ -218,7 +221,7 @@ def download_dataset(name: str, root: Path, show_progress: bool = True) -> Path:
     info = download_info(name)
     archive = fetch(info, root, show_progress)
     if not (root / f".{archive.name}.extracted").exists():
-        extract(archive, root)
+        extract(archive, root, show_progress)
     if name == "visa":
         from anomaly_freq.data import visa
 

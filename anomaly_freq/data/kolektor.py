@@ -15,7 +15,7 @@ import numpy as np
 
 from anomaly_freq.data.images import _open
 from anomaly_freq.data.mvtec_layout import Sample
-from anomaly_freq.data.sources import DatasetSource, missing_root
+from anomaly_freq.data.sources import DatasetSource
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.registry import register_dataset
 
@@ -50,15 +50,22 @@ def split(pairs: list[tuple[Path, Path]], test_fraction: float, seed: int):
 
 @register_dataset("kolektorsdd")
 class KolektorSource(DatasetSource):
+    expected = "kos01/ … kos50/ (Part<N>.jpg + labels)"
+
     def categories(self) -> list[str]:
         return ["kolektorsdd"]
+
+    def present(self) -> list[str]:
+        root = self.root()
+        base = root / "KolektorSDD" if (root / "KolektorSDD").is_dir() else root
+        return self.categories() if any(base.glob("kos*/Part*.jpg")) else []
 
     def samples(self, category: str) -> tuple[list[Sample], list[Sample]]:
         self.check_category(category)
         root = self.root()
         pairs = find_parts(root) if root.is_dir() else []
         if not pairs:
-            raise missing_root("kolektorsdd", root, "kos01/ … kos50/ (Part<N>.jpg + labels)")
+            raise self.not_found()
         d = self.cfg.dataset
         if not 0 < d.test_normal_fraction < 1:
             raise AfreqError(f"dataset.test_normal_fraction={d.test_normal_fraction} must be "

@@ -38,6 +38,26 @@ def find_mask(gt_folder: Path, stem: str) -> Path | None:
     return by_name.get(f"{stem}_mask") or by_name.get(stem)
 
 
+def has_layout(folder: Path, train_subdir: str = "train/good") -> bool:
+    return (folder / train_subdir).is_dir() and (folder / "test").is_dir()
+
+
+def require_layout(folder: Path, train_subdir: str = "train/good") -> None:
+    """Raise naming the first part of the layout that ``folder`` lacks."""
+    for part in (folder / train_subdir, folder / "test"):
+        if not part.is_dir():
+            raise AfreqError(f"{part} is missing: {folder} is not in the expected layout "
+                             f"(<category>/{train_subdir}, <category>/test/<defect>)")
+
+
+def layout_folders(parent: Path) -> list[str]:
+    """Names of the folders in ``parent`` that are in the MVTec AD layout, sorted."""
+    if not parent.is_dir():
+        return []
+    return sorted(p.name for p in parent.iterdir()
+                  if not p.name.startswith(".") and has_layout(p))
+
+
 def read_category(
     root: Path, train_subdir: str = "train/good", masks: str = "required"
 ) -> tuple[list[Sample], list[Sample]]:
@@ -46,11 +66,8 @@ def read_category(
     ``masks``: "required" (every defect image needs one), or "optional" (either every defect
     image has a mask or none has; pixel metrics are then skipped).
     """
+    require_layout(root, train_subdir)
     train_dir, test_dir = root / train_subdir, root / "test"
-    for folder in (train_dir, test_dir):
-        if not folder.is_dir():
-            raise AfreqError(f"{folder} is missing: {root} is not in the expected layout "
-                             f"(<category>/{train_subdir}, <category>/test/<defect>)")
     train = [Sample(p, 0, "good") for p in list_images(train_dir)]
     if not train:
         raise AfreqError(f"{train_dir} holds no images (extensions {', '.join(IMAGE_EXTENSIONS)}); "

@@ -18,6 +18,8 @@ import numpy as np
 from PIL import Image
 
 from anomaly_freq.data.images import _open
+from anomaly_freq.data.mvtec_layout import has_layout, layout_folders
+from anomaly_freq.data.progress import track
 from anomaly_freq.data.staging import MARKER, build_once
 from anomaly_freq.errors import AfreqError
 
@@ -31,16 +33,39 @@ GROUPS = {
 SPLIT_CSV = Path("split_csv") / "1cls.csv"
 
 
-def category_dir(root: Path, obj: str) -> Path | None:
-    """The MVTec-layout folder of ``obj``, converting the raw layout first if needed."""
-    for candidate in (root / "visa_pytorch" / obj, root / "1cls" / obj, root / obj):
-        if (candidate / "train" / "good").is_dir() and (
+def candidates(root: Path, obj: str) -> tuple[Path, ...]:
+    """Where the MVTec-layout folder of ``obj`` may be: our conversion, or a tree that came
+    converted (``1cls/<obj>`` or ``<obj>``)."""
+    return root / "visa_pytorch" / obj, root / "1cls" / obj, root / obj
+
+
+def converted_dir(root: Path, obj: str) -> Path | None:
+    """The first of `candidates` in the layout (our conversion only once finished)."""
+    for candidate in candidates(root, obj):
+        if has_layout(candidate) and (
             candidate.parent.name != "visa_pytorch" or (candidate / MARKER).exists()
         ):
             return candidate
-    if (root / obj / "Data").is_dir():
-        return convert_object(root, obj)
     return None
+
+
+def is_present(root: Path, obj: str) -> bool:
+    return converted_dir(root, obj) is not None or (root / obj / "Data").is_dir()
+
+
+def extra_objects(root: Path) -> list[str]:
+    """Folders in the MVTec layout beside the official objects (a user's own categories)."""
+    found = {name for parent in (root / "visa_pytorch", root / "1cls", root)
+             for name in layout_folders(parent) if converted_dir(root, name)}
+    return sorted(found - set(OBJECTS))
+
+
+def category_dir(root: Path, obj: str) -> Path | None:
+    """The MVTec-layout folder of ``obj``, converting the raw layout first if needed."""
+    folder = converted_dir(root, obj)
+    if folder is None and (root / obj / "Data").is_dir():
+        return convert_object(root, obj)
+    return folder
 
 
 def read_split(root: Path) -> list[dict[str, str]]:
@@ -66,7 +91,7 @@ def convert_object(root: Path, obj: str) -> Path:
         raise AfreqError(f"{root / SPLIT_CSV} lists no images of '{obj}'")
 
     def build(staging: Path) -> None:
-        for row in rows:
+        for row in track(rows, f"converting VisA {obj}"):
             _convert_row(root, staging, row)
 
     return build_once(target, build, "converted from split_csv/1cls.csv")
