@@ -6,8 +6,6 @@ tensors and plain containers), so a checkpoint cannot run code when it is opened
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from anomaly_freq import __version__, registry
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.files import replacing
 
 FORMAT = 1
 
@@ -32,14 +31,8 @@ def save_checkpoint(method: Any, cfg: DictConfig, path: Path,
         "state_dict": {k: v.detach().cpu() for k, v in method.state_dict().items()},
         "calibration": calibration,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt.tmp")
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train and evaluate a method on a dataset",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved configuration as YAML and exit")
+    p.add_argument("--cfg", choices=["job"], help="the same as --print-config (Hydra's habit)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("spectrum", help="plot normal vs anomalous test spectra of a category "
@@ -119,16 +122,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     from anomaly_freq.config import load_config
 
     cfg = load_config(args.overrides)
+    if args.print_config or args.cfg:
+        from anomaly_freq.config import config_to_yaml
+
+        print(config_to_yaml(cfg), end="")
+        return 0
     from anomaly_freq.engine import launched_rank, run  # after the config: a typo fails fast
 
     lead = launched_rank() == 0  # DDP ranks other than 0 print nothing
     if lead:
         console.print(f"afreq run: method=[bold]{cfg.method.name}[/] dataset=[bold]"
                       f"{cfg.dataset.name}[/] category={cfg.dataset.category} seed={cfg.seed}")
+        console.print(_run_header(cfg), highlight=False, soft_wrap=True)
     results = run(cfg)
     if lead:
         _print_results(results, cfg)
     return 0
+
+
+#: the values that decide what a run's numbers mean, shown before it starts
+PROTOCOL_KEYS = ("dataset.image_size", "dataset.resize", "dataset.mask_rule", "dataset.shots",
+                 "trainer.max_epochs", "eval.resolution", "eval.normalisation",
+                 "metrics.pro_variant", "eval.calibration")
+
+
+def _run_header(cfg) -> str:
+    from omegaconf import OmegaConf
+
+    from anomaly_freq.config import preset_chain
+
+    values = " ".join(f"{key}={OmegaConf.select(cfg, key)}" for key in PROTOCOL_KEYS)
+    return f"  preset {' ← '.join(preset_chain('method', cfg.method.preset))}: {values}"
 
 
 def _print_results(results, cfg) -> None:

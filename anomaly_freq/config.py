@@ -71,6 +71,17 @@ def group_defaults(group: str, name: str, config_dir: Path = CONFIG_DIR) -> Dict
     return OmegaConf.create(dict(getattr(cls, "default_config", {}) or {}))
 
 
+def preset_chain(group: str, name: str, config_dir: Path = CONFIG_DIR) -> list[str]:
+    """The files a preset is built from, itself first: ``["fair_fast", "fair"]``."""
+    chain = [name]
+    while (path := config_dir / group / f"{chain[-1]}.yaml").exists():
+        base = _read_yaml(path).get("_base_")
+        if not base:
+            break
+        chain.append(str(base))
+    return chain
+
+
 def config_to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 

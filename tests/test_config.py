@@ -3,7 +3,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
 from anomaly_freq.bench.rundir import config_hash
-from anomaly_freq.config import load_config
+from anomaly_freq.config import load_config, preset_chain
 from anomaly_freq.errors import AfreqError
 
 
@@ -122,3 +122,28 @@ def test_presets_and_per_dataset_settings(tmp_path):
 def test_overrides_that_would_break_the_run_later_are_refused(override, needle):
     with pytest.raises(AfreqError, match=needle):
         load_config([override])
+
+
+def test_run_header_names_the_preset_chain_and_the_protocol_values():
+    from anomaly_freq.cli import _run_header
+
+    assert preset_chain("method", "fair_fast") == ["fair_fast", "fair"]
+    assert preset_chain("method", "freqstat") == ["freqstat"]
+    header = _run_header(load_config(["method=fair_fast", "dataset.shots=4"]))
+    assert "preset fair_fast ← fair:" in header
+    for value in ("dataset.resize=pil", "dataset.shots=4", "trainer.max_epochs=15",
+                  "metrics.pro_variant=exact", "eval.normalisation=none"):
+        assert value in header
+
+
+@pytest.mark.parametrize("flag", [["--print-config"], ["--cfg", "job"]])
+def test_print_config_prints_the_resolved_config_and_runs_nothing(tmp_path, monkeypatch, capsys,
+                                                                  flag):
+    from anomaly_freq.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "method=dfd", "dataset=visa", "trainer.max_epochs=3", *flag]) == 0
+    printed = OmegaConf.create(capsys.readouterr().out)
+    assert printed == load_config(["method=dfd", "dataset=visa", "trainer.max_epochs=3"])
+    assert printed.method.lambda_sim == 1.0 and printed.dataset.resize == "cv2"
+    assert list(tmp_path.iterdir()) == []

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from anomaly_freq import registry
-from anomaly_freq.bench.rundir import write_json
 from anomaly_freq.config import load_config
 from anomaly_freq.engine import run
 from anomaly_freq.methods.base import AnomalyModule
@@ -19,6 +18,7 @@ def test_cli_run_writes_a_complete_run_folder(tmp_path):
     result = run_cli(["run", "dataset.category=granite", *TINY_SYNTHETIC], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "image AUROC" in result.stdout and "pixel AUROC" in result.stdout
+    assert "preset freqstat: dataset.image_size=64 dataset.resize=pil" in result.stdout
     (run_dir,) = (tmp_path / "runs" / "freqstat" / "synthetic" / "granite").iterdir()
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.yaml", "metrics.json", "scores.csv", "protocol.json",
@@ -104,11 +104,20 @@ def test_interrupted_run_leaves_no_metrics(tmp_path, error):
     assert "boom" in (run_dir / "error.txt").read_text()
 
 
-def test_result_files_take_the_umask_mode(tmp_path):
+def test_every_file_a_run_writes_takes_the_umask_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("AFREQ_CACHE", str(tmp_path / "cache"))  # generated data, decoded images
+    cfg = load_config(["dataset.category=granite", *TINY_SYNTHETIC, "dataset.cache=disk",
+                       "output.report_images=2", "output.save_checkpoint=true",
+                       "dataset.num_workers=0", f"output.root={tmp_path / 'runs'}"])
     old = os.umask(0o022)
     try:
-        write_json(tmp_path / "metrics.json", {"a": 1})
+        (result,) = run(cfg)
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    kinds = {p.suffix for p in files}
+    assert {".json", ".csv", ".yaml", ".png", ".pt", ".md", ".npy"} <= kinds, kinds
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files
+            if stat.S_IMODE(p.stat().st_mode) != 0o644} == {}
+    assert not [p for p in tmp_path.rglob("*.tmp*")]  # no temporary file left behind
+    assert (result.run_dir / "model.pt").exists()

@@ -8,12 +8,12 @@ with ``num_workers=0``); ``disk`` stores ``.npy`` files that every worker proces
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from anomaly_freq.files import replacing
 
 
 class DecodeCache:
@@ -44,8 +44,5 @@ class DecodeCache:
 
     @staticmethod
     def _store(file: Path, array: np.ndarray) -> None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as handle:
+        with replacing(file) as tmp, tmp.open("wb") as handle:
             np.save(handle, array)
-        os.replace(tmp, file)

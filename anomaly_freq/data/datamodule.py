@@ -18,8 +18,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.data.fewshot import RotatedCopies
-from anomaly_freq.data.images import (binarise, check_mask_rule, check_resize, decode_image,
-                                      decode_mask)
+from anomaly_freq.data.images import (
+    binarise,
+    check_mask_rule,
+    check_resize,
+    decode_image,
+    decode_mask,
+)
 from anomaly_freq.data.mvtec_layout import Sample
 from anomaly_freq.data.pipeline import EpochSampler, SampleTransform, ShardSampler, SynthesisDataset
 

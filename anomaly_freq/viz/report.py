@@ -11,8 +11,6 @@ state, no display needed).
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from matplotlib.image import AxesImage
 from PIL import Image
 
 from anomaly_freq.bench.rundir import write_atomic
+from anomaly_freq.files import replacing
 from anomaly_freq.metrics import functional as fn
 from anomaly_freq.metrics.evaluator import Evaluator
 from anomaly_freq.metrics.pro import pro_curve
@@ -31,13 +30,8 @@ _MAX_PLOT_POINTS = 5000
 
 def save_figure(fig: Figure, path: Path) -> None:
     """Write ``fig`` as a PNG atomically (a temporary file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
 
 
 def draw_overlay(ax: Axes, image: np.ndarray, amap: np.ndarray,
