@@ -16,7 +16,7 @@ from PIL import Image
 from rich.table import Table
 
 from anomaly_freq import registry
-from anomaly_freq.data.images import _READ_ERRORS, _open, decode_image, decode_mask
+from anomaly_freq.data.images import READ_ERRORS, decode_image, decode_mask, open_image
 from anomaly_freq.data.mvtec_layout import Sample
 from anomaly_freq.data.progress import track
 from anomaly_freq.errors import AfreqError
@@ -31,10 +31,10 @@ def header_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as image:
             complete = _looks_complete(path, image)
             size = image.size
-    except _READ_ERRORS as err:
+    except READ_ERRORS as err:
         raise AfreqError(f"cannot read image {path} ({err}); replace or re-download it") from err
     if not complete:
-        _open(path)  # decode: raises naming the file unless it merely has trailing bytes
+        open_image(path)  # decode: raises naming the file unless it merely has trailing bytes
     return size
 
 

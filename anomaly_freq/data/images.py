@@ -9,17 +9,17 @@ from PIL import Image, UnidentifiedImageError
 
 from anomaly_freq.errors import AfreqError
 
-_READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
+READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
 #: ``pil``: decode with PIL, antialiased bilinear resize; ``cv2``: the official codes' loaders,
 #: ``cv2.imread`` (8-bit colour) and ``cv2.resize`` with INTER_LINEAR, no antialiasing
 RESIZE_MODES = ("pil", "cv2")
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
     try:
         image = Image.open(path)
         image.load()
-    except _READ_ERRORS as err:
+    except READ_ERRORS as err:
         raise AfreqError(
             f"cannot read image {path} ({err}); replace or re-download the file"
         ) from err
@@ -31,13 +31,13 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.size
-    except _READ_ERRORS as err:
+    except READ_ERRORS as err:
         raise AfreqError(f"cannot read image {path} ({err}); replace or re-download it") from err
 
 
 def read_rgb(path: Path) -> Image.Image:
     """Open any grey, RGBA, palette or 16-bit image as 8-bit RGB."""
-    image = _open(path)
+    image = open_image(path)
     if image.mode == "F":
         raise AfreqError(f"{path} holds floating-point pixels, whose range is unknown; save it "
                          "as an 8- or 16-bit image")
@@ -137,7 +137,7 @@ def decode_mask(path: Path, image_path: Path, size: int, crop: int | None = None
     """H×W uint8 grey levels at ``size`` (and ``crop``), for `binarise`: under ``nearest``
     0 or 255 (binarised ``!= 0``, then nearest-neighbour resize); under the codes' rules the
     ``cv2.resize`` bilinear levels of the 8-bit mask."""
-    mask = _open(path)
+    mask = open_image(path)
     expected = image_size(image_path)
     if mask.size != expected:
         raise AfreqError(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly_freq.data.images import _open
+from anomaly_freq.data.images import open_image
 from anomaly_freq.data.mvtec_layout import Sample
 from anomaly_freq.data.sources import DatasetSource
 from anomaly_freq.errors import AfreqError
@@ -38,7 +38,7 @@ def split(pairs: list[tuple[Path, Path]], test_fraction: float, seed: int):
     """(train, test): all defective images and a seeded share of the normal ones are tested."""
     defective, normal = [], []
     for image, label in pairs:
-        has_defect = bool(np.asarray(_open(label).convert("L")).any())
+        has_defect = bool(np.asarray(open_image(label).convert("L")).any())
         (defective if has_defect else normal).append((image, label))
     held_out = set(random.Random(seed).sample(range(len(normal)),
                                               round(test_fraction * len(normal))))

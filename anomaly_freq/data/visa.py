@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from anomaly_freq.data.images import _open
+from anomaly_freq.data.images import open_image
 from anomaly_freq.data.mvtec_layout import has_layout, layout_folders
 from anomaly_freq.data.progress import track
 from anomaly_freq.data.staging import MARKER, build_once
@@ -109,7 +109,7 @@ def _convert_row(root: Path, out: Path, row: dict[str, str]) -> None:
         mask_path = root / row["mask"]
         if not row["mask"] or not mask_path.is_file():
             raise AfreqError(f"anomalous VisA image {source} has no mask file ({mask_path})")
-        binary = (np.asarray(_open(mask_path).convert("L")) != 0).astype(np.uint8) * 255
+        binary = (np.asarray(open_image(mask_path).convert("L")) != 0).astype(np.uint8) * 255
         gt = out / "ground_truth" / "bad"
         gt.mkdir(parents=True, exist_ok=True)
         Image.fromarray(binary).save(gt / f"{source.stem}.png")

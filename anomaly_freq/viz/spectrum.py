@@ -82,7 +82,11 @@ def spectrum_command(cfg: DictConfig) -> Path:
     fresh folder under ``<output.root>/spectrum/``; returns the folder."""
     d = cfg.dataset
     source = registry.create_dataset(d.name, cfg)
-    category = source.categories()[0] if d.category == "all" else d.category
+    category = d.category
+    if category == "all":  # the first category on disk
+        category = next(iter(source.present()), None)
+        if category is None:
+            raise source.not_found()
     _, test = source.samples(category)
     curves = {}
     for label, name in enumerate(GROUPS):
