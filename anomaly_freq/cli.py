@@ -127,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(config_to_yaml(cfg), end="")
         return 0
-    from anomaly_freq.engine import launched_rank, run  # after the config: a typo fails fast
+    from anomaly_freq.run.engine import launched_rank, run  # after the config: a typo fails fast
 
     lead = launched_rank() == 0  # DDP ranks other than 0 print nothing
     if lead:
@@ -185,7 +185,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from anomaly_freq.bench.sweep import run_sweep
+    from anomaly_freq.run.sweep import run_sweep
 
     summary = run_sweep(Path(args.file), args.executor, args.jobs, args.dry_run, console,
                         devices_per_job=args.devices_per_job)
@@ -198,8 +198,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from anomaly_freq.bench.results import group_runs, results_table
-    from anomaly_freq.bench.store import load_results
+    from anomaly_freq.run.results import group_runs, results_table
+    from anomaly_freq.run.store import load_results
 
     frame = load_results(Path(args.root))
     if args.export:
@@ -232,13 +232,13 @@ def cmd_tables(args: argparse.Namespace) -> int:
     root = Path(args.root) if args.root else None
     out = Path(args.out) if args.out else None
     if sweep:
-        from anomaly_freq.bench.grid_table import write_sweep_table
+        from anomaly_freq.run.grid_table import write_sweep_table
 
         markdown, csv = write_sweep_table(Path(sweep), root, out)
         console.print(f"wrote {markdown} and {csv}", highlight=False)
         return 0
-    from anomaly_freq.bench.store import load_results
-    from anomaly_freq.bench.tables import write_tables
+    from anomaly_freq.run.store import load_results
+    from anomaly_freq.run.tables import write_tables
 
     root = root or Path("runs")
     out = out or root / "tables"
@@ -252,7 +252,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from anomaly_freq.predict import describe, predict_folder
+    from anomaly_freq.run.predict import describe, predict_folder
 
     allowed = {"checkpoint", "images", "method", "output"}
     settings = dict(item.partition("=")[::2] for item in args.settings)

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from anomaly_freq.bench.rundir import write_atomic
+from anomaly_freq.files import write_atomic
 from benchmarks.common import gpu_block, machine
 
 # The toolkit first: right after the data-loading benchmark, the kernel is still writing its

@@ -15,9 +15,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from anomaly_freq.config import load_config
+from anomaly_freq.contract import keyed_generator
 from anomaly_freq.data.pipeline import EpochSampler, SynthesisDataset
 from anomaly_freq.methods.fair import FAIR
-from anomaly_freq.synth.rng import keyed_generator
 from benchmarks.common import Section, best_time
 
 BATCH, SIZE, N_IMAGES = 8, 256, 64

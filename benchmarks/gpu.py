@@ -54,12 +54,11 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from anomaly_freq import registry
-from anomaly_freq.bench.rundir import write_atomic
 from anomaly_freq.config import load_config
+from anomaly_freq.contract import check_outputs, keyed_generator
 from anomaly_freq.data import AnomalyDataModule, cache_dir
 from anomaly_freq.data.cache import DecodeCache
-from anomaly_freq.methods.base import check_outputs
-from anomaly_freq.synth.rng import keyed_generator
+from anomaly_freq.files import write_atomic
 from benchmarks.common import END, START, machine, splice
 
 OUT_JSON = Path("docs/benchmarks_gpu.json")

@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from anomaly_freq import predict
-from anomaly_freq.calibration import split_training_images
-from anomaly_freq.checkpoint import load_checkpoint
 from anomaly_freq.config import load_config
 from anomaly_freq.data import Sample
 from anomaly_freq.data.images import decode_image
-from anomaly_freq.engine import run
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.run import predict
+from anomaly_freq.run.calibration import split_training_images
+from anomaly_freq.run.checkpoint import load_checkpoint
+from anomaly_freq.run.engine import run
 from tests.conftest import TINY_SYNTHETIC, run_cli
 
 SMALL = [*TINY_SYNTHETIC, "dataset.n_train=20", "dataset.category=washer"]

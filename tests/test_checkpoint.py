@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from anomaly_freq.checkpoint import load_checkpoint
 from anomaly_freq.config import load_config
 from anomaly_freq.data.images import decode_image
-from anomaly_freq.engine import run
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.run.checkpoint import load_checkpoint
+from anomaly_freq.run.engine import run
 from tests.conftest import TINY_SYNTHETIC, run_cli
 
 

@@ -16,9 +16,9 @@ from anomaly_freq.data.datamodule import SampleDataset
 from anomaly_freq.data.fewshot import RotatedCopies
 from anomaly_freq.data.images import binarise, decode_mask
 from anomaly_freq.data.mvtec_layout import Sample
-from anomaly_freq.engine import shot_fill
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.metrics import Evaluator
+from anomaly_freq.run.engine import shot_fill
 
 LEVELS = np.arange(256, dtype=np.uint8)
 

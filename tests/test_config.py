@@ -2,9 +2,9 @@ import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
-from anomaly_freq.bench.rundir import config_hash
 from anomaly_freq.config import load_config, preset_chain
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.run.rundir import config_hash
 
 
 def test_defaults_select_freqstat_on_synthetic():

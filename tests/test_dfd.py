@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from anomaly_freq.config import load_config
-from anomaly_freq.engine import run
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.methods.dfd import DFD, features, fusion, losses
 from anomaly_freq.methods.dfd.synthesis import PseudoAnomalies
+from anomaly_freq.run.engine import run
 
 WRN = ["method=dfd", "backbone.pretrained=false", "dataset.category=weave"]
 

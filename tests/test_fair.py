@@ -11,9 +11,7 @@ import pytest
 import torch
 
 import anomaly_freq.methods.fair  # noqa: F401  (registers "fair")
-from anomaly_freq.checkpoint import load_checkpoint, save_checkpoint
 from anomaly_freq.config import load_config
-from anomaly_freq.engine import run
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.freq import butterworth_highpass
 from anomaly_freq.methods.fair import FAIR
@@ -21,6 +19,8 @@ from anomaly_freq.methods.fair.anomaly import anomaly_map, restoration_loss, ssi
 from anomaly_freq.methods.fair.model import lr_milestones
 from anomaly_freq.methods.fair.network import RestorationNet, parameter_count
 from anomaly_freq.methods.fair.synthesis import Corruptions
+from anomaly_freq.run.checkpoint import load_checkpoint, save_checkpoint
+from anomaly_freq.run.engine import run
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from anomaly_freq.config import load_config
-from anomaly_freq.engine import run
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.metrics.monitor import BestOnTestMonitor
+from anomaly_freq.run.engine import run
 from tests.conftest import TINY_SYNTHETIC
 
 # DFD (its scoring needs statistics of the training images) at toy scale: three epochs.

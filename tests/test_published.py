@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from anomaly_freq.bench.published import CATEGORIES, PUBLISHED_DIR, load_published, validate
 from anomaly_freq.data.sources import MVTEC_OBJECTS, MVTEC_TEXTURES
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.run.published import CATEGORIES, PUBLISHED_DIR, load_published, validate
 
 # The papers' CSVs as handed to the project, beside the checkout (or where the variable points),
 # and their digests, recorded when they were copied into experiments/published/.

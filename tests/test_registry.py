@@ -4,8 +4,8 @@ import sys
 import pytest
 
 from anomaly_freq import registry
+from anomaly_freq.contract import AnomalyModule
 from anomaly_freq.errors import AfreqError
-from anomaly_freq.methods.base import AnomalyModule
 from tests.conftest import TINY_SYNTHETIC, run_cli
 
 

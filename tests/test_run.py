@@ -9,8 +9,8 @@ import torch
 
 from anomaly_freq import registry
 from anomaly_freq.config import load_config
-from anomaly_freq.engine import run
-from anomaly_freq.methods.base import AnomalyModule
+from anomaly_freq.contract import AnomalyModule
+from anomaly_freq.run.engine import run
 from tests.conftest import TINY_SYNTHETIC, run_cli
 
 

@@ -16,12 +16,12 @@ from sklearn.metrics import roc_auc_score
 
 from anomaly_freq import registry
 from anomaly_freq.config import load_config
+from anomaly_freq.contract import AnomalyModule
 from anomaly_freq.data import AnomalyDataModule, cache_dir
 from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.data.pipeline import EpochSampler, ShardSampler
-from anomaly_freq.engine import run, with_category
 from anomaly_freq.errors import AfreqError
-from anomaly_freq.methods.base import AnomalyModule
+from anomaly_freq.run.engine import run, with_category
 from tests.conftest import TINY_SYNTHETIC, run_cli
 
 FAIR_TINY = ["method=fair_fast", "model.base_width=4", "dataset.image_size=64",
@@ -136,7 +136,7 @@ def test_two_process_ddp_writes_one_folder_and_scores_each_image_once(tmp_path, 
 FAILING_PLUGIN = '''
 import torch
 
-from anomaly_freq.methods.base import AnomalyModule
+from anomaly_freq.contract import AnomalyModule
 
 
 class FailsOnRankOne(AnomalyModule):
@@ -209,7 +209,7 @@ def test_impossible_trainer_settings_fail_in_one_line_before_a_folder(tmp_path, 
 
 
 def test_a_gan_over_several_devices_finds_unused_parameters():
-    from anomaly_freq.engine import trainer_kwargs
+    from anomaly_freq.run.engine import trainer_kwargs
 
     model = registry.create_method("ocrgan", load_config(["method=ocrgan_fast"]))
     for strategy in ("ddp", "auto"):
@@ -311,7 +311,7 @@ def test_every_method_trains_under_mixed_precision(tmp_path, precision):
 def test_bf16_on_a_gpu_without_it_names_the_key_and_what_works(monkeypatch):
     from types import SimpleNamespace
 
-    from anomaly_freq.engine import check_precision
+    from anomaly_freq.run.engine import check_precision
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")

@@ -17,9 +17,11 @@ import pytest
 import submitit
 from rich.console import Console
 
-from anomaly_freq.bench.published import PUBLISHED_DIR
-from anomaly_freq.bench.store import COLUMNS, finished_runs, load_results
-from anomaly_freq.bench.sweep import (
+from anomaly_freq.cli import main
+from anomaly_freq.errors import AfreqError
+from anomaly_freq.run.published import PUBLISHED_DIR
+from anomaly_freq.run.store import COLUMNS, finished_runs, load_results
+from anomaly_freq.run.sweep import (
     PointJob,
     _claim,
     _cpu_threads_per_job,
@@ -34,9 +36,7 @@ from anomaly_freq.bench.sweep import (
     slurm_overrides,
     slurm_parameters,
 )
-from anomaly_freq.bench.tables import write_tables
-from anomaly_freq.cli import main
-from anomaly_freq.errors import AfreqError
+from anomaly_freq.run.tables import write_tables
 from tests.conftest import TINY_SYNTHETIC, run_cli
 
 TINY = "\n".join(f"  - {o}" for o in TINY_SYNTHETIC)
@@ -219,7 +219,7 @@ def test_a_signal_to_the_sweep_alone_stops_its_workers(tmp_path, plugin_dir, sig
 
 
 def test_workers_use_the_users_visible_gpus(monkeypatch):
-    from anomaly_freq.bench import sweep
+    from anomaly_freq.run import sweep
 
     monkeypatch.setattr(sweep, "_gpu_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
@@ -372,7 +372,7 @@ class FakeWorker:
 
 
 def test_each_local_worker_gets_its_own_gpus(tmp_path, monkeypatch):
-    from anomaly_freq.bench import sweep
+    from anomaly_freq.run import sweep
 
     monkeypatch.setattr(sweep, "_visible_gpus", lambda: ["0", "1", "2", "3"])
     monkeypatch.setattr(sweep.subprocess, "Popen", FakeWorker)
@@ -390,7 +390,7 @@ def test_each_local_worker_gets_its_own_gpus(tmp_path, monkeypatch):
 
 
 def test_progress_without_a_terminal_is_one_plain_line_per_point(tmp_path, monkeypatch):
-    from anomaly_freq.bench import sweep
+    from anomaly_freq.run import sweep
 
     monkeypatch.setattr(sweep, "_visible_gpus", lambda: ["0"])
     monkeypatch.setattr(sweep.subprocess, "Popen", FakeWorker)
@@ -406,7 +406,7 @@ def test_progress_without_a_terminal_is_one_plain_line_per_point(tmp_path, monke
 
 
 def test_bad_devices_per_job(tmp_path, monkeypatch, capsys):
-    from anomaly_freq.bench import sweep
+    from anomaly_freq.run import sweep
 
     path = tiny_sweep(tmp_path, "gpus", "weave")
     monkeypatch.setattr(sweep, "_visible_gpus", lambda: ["0", "1"])
@@ -463,7 +463,7 @@ deviations: [an example deviation]
 def test_results_group_by_configuration_and_merge_only_seeds(tmp_path, monkeypatch):
     from anomaly_freq import cli
     from anomaly_freq.config import load_config
-    from anomaly_freq.engine import run
+    from anomaly_freq.run.engine import run
 
     runs = tmp_path / "runs"
     base = [*TINY_SYNTHETIC, "dataset.category=weave", f"output.root={runs}",
@@ -498,7 +498,7 @@ def test_results_group_by_configuration_and_merge_only_seeds(tmp_path, monkeypat
 
 def test_a_sweeps_own_table(tmp_path):
     from anomaly_freq.config import load_config
-    from anomaly_freq.engine import run
+    from anomaly_freq.run.engine import run
 
     runs = tmp_path / "runs"
     path = tiny_sweep(tmp_path, "mine/cutoff", "weave", """  - output.report_images=0
@@ -631,8 +631,8 @@ def test_cross_method_columns_are_named_by_preset(tmp_path):
 
 
 def test_cross_method_table_keeps_data_settings_apart(tmp_path):
-    from anomaly_freq.bench.store import data_settings
     from anomaly_freq.config import load_config
+    from anomaly_freq.run.store import data_settings
 
     assert data_settings(load_config(["dataset.category=weave", "seed=3"])) == ""
     subtle = load_config(["dataset.defect_strength=0.3", "dataset.n_train=12"])

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from anomaly_freq.config import load_config
-from anomaly_freq.engine import run
+from anomaly_freq.run.engine import run
 from tests.conftest import TINY_SYNTHETIC
 
 

@@ -85,7 +85,8 @@ def default_workers() -> int:
 
 class AnomalyDataModule(pl.LightningDataModule):
     """Training batches hold normal images only; test/predict batches hold the whole test set;
-    calibration batches the normal images that set the threshold (`anomaly_freq.calibration`)."""
+    calibration batches the normal images that set the threshold
+    (`anomaly_freq.run.calibration`)."""
 
     def __init__(self, train: Dataset, test: Dataset, batch_size: int = 8,
                  eval_batch_size: int = 16, num_workers: int = 0, seed: int = 0,

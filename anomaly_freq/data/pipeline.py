@@ -1,6 +1,6 @@
 """Training synthesis in DataLoader workers, and the samplers that keep it exact.
 
-A method's `train_transform` (see `methods.base`) corrupts one sample at a time inside the
+A method's `train_transform` (see `anomaly_freq.contract`) corrupts one sample at a time inside the
 training dataset, so the work runs in loader workers instead of the training step. Its random
 draws come from a generator keyed by ``(seed, epoch, sample index)``; `EpochSampler` hands each
 index to the dataset together with its epoch. A run is therefore the same for any number of
@@ -11,20 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from anomaly_freq.synth.rng import keyed_generator
-
-
-class SampleTransform(Protocol):
-    """``(item, generator, source) → item`` for one training sample (``source``: the clean
-    training set, for methods that borrow another image)."""
-
-    def __call__(self, item: dict[str, Any], generator: torch.Generator,
-                 source: Dataset) -> dict[str, Any]: ...
+from anomaly_freq.contract import SampleTransform, keyed_generator
 
 
 class SynthesisDataset(Dataset):

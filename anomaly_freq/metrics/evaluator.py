@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from anomaly_freq.contract import check_outputs
 from anomaly_freq.data.images import binarise, check_mask_rule, image_size
 from anomaly_freq.errors import AfreqError
-from anomaly_freq.methods.base import check_outputs
 from anomaly_freq.metrics import functional as fn
 from anomaly_freq.metrics.pro import DEFAULT_STEPS, aupro, check_variant
 

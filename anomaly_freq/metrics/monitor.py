@@ -21,8 +21,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from anomaly_freq.bench.rundir import write_csv
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.files import write_csv
 from anomaly_freq.metrics.evaluator import Evaluator
 
 PREFIX = "best_on_test_"

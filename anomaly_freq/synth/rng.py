@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
 from anomaly_freq.errors import AfreqError
@@ -32,23 +30,3 @@ def uniform(generator: torch.Generator, low: float = 0.0, high: float = 1.0) -> 
 def randint(generator: torch.Generator, low: int, high: int) -> int:
     """An int drawn uniformly from [low, high), or ``low`` when that range is empty."""
     return int(torch.randint(low, max(high, low + 1), (), generator=generator))
-
-
-def key_seed(*key: object) -> int:
-    """A 63-bit seed hashed from ``key`` (stable across processes and Python runs)."""
-    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def keyed_generator(*key: object, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator on ``device`` seeded by a hash of ``key``: equal keys, equal draws.
-
-    Training synthesis keys it by ``(seed, epoch, sample index)``, so a sample's corruption does
-    not depend on which worker process or device draws it; feature-space noise on the device by
-    ``(seed, global step, rank)``.
-
-    >>> a, b = keyed_generator(0, 1, 2), keyed_generator(0, 1, 2)
-    >>> bool(torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b)))
-    True
-    """
-    return torch.Generator(device=device).manual_seed(key_seed(*key))

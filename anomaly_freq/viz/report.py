@@ -19,8 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from PIL import Image
 
-from anomaly_freq.bench.rundir import write_atomic
-from anomaly_freq.files import replacing
+from anomaly_freq.files import replacing, write_atomic
 from anomaly_freq.metrics import functional as fn
 from anomaly_freq.metrics.evaluator import Evaluator
 from anomaly_freq.metrics.pro import pro_curve

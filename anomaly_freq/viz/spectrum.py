@@ -19,9 +19,9 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from anomaly_freq import registry
-from anomaly_freq.bench.rundir import write_csv
 from anomaly_freq.data.images import decode_image
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.files import write_csv
 from anomaly_freq.freq import radial_energy_spectrum
 from anomaly_freq.viz.report import save_figure
 

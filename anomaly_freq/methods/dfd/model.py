@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from anomaly_freq.contract import AnomalyModule, full_precision
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.freq import gaussian_pyramid_split
-from anomaly_freq.methods.base import AnomalyModule, full_precision
 from anomaly_freq.methods.dfd import losses
 from anomaly_freq.methods.dfd.features import (
     IMAGENET_MEAN,

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from anomaly_freq.contract import AnomalyModule, full_precision
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.freq import fft_filter, laplacian, sobel, to_grey
 from anomaly_freq.freq.filters import KINDS
-from anomaly_freq.methods.base import AnomalyModule, full_precision
 from anomaly_freq.methods.fair.anomaly import SSIM_RANGES, anomaly_map, restoration_loss
 from anomaly_freq.methods.fair.network import RestorationNet
 from anomaly_freq.methods.fair.synthesis import Corruptions, TrainingSample

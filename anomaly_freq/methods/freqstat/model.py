@@ -12,7 +12,7 @@ import torch
 from kornia.filters import gaussian_blur2d
 from omegaconf import DictConfig
 
-from anomaly_freq.methods.base import AnomalyModule
+from anomaly_freq.contract import AnomalyModule
 from anomaly_freq.registry import register_method
 
 

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 from omegaconf import DictConfig
 
+from anomaly_freq.contract import AnomalyModule, full_precision, keyed_generator
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.freq import gaussian_pyramid_split
-from anomaly_freq.methods.base import AnomalyModule, full_precision
 from anomaly_freq.methods.ocrgan.networks import (
     CS_MODES,
     Discriminator,
@@ -37,7 +37,6 @@ from anomaly_freq.methods.ocrgan.networks import (
 )
 from anomaly_freq.registry import register_method
 from anomaly_freq.synth import cutout, cutpaste_small
-from anomaly_freq.synth.rng import keyed_generator
 
 FD_MODES = ("signed", "official")
 FORGERIES = ("both", "cutpaste", "cutout", "none")

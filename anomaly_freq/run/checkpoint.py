@@ -22,7 +22,7 @@ FORMAT = 1
 
 def save_checkpoint(method: Any, cfg: DictConfig, path: Path,
                     calibration: dict[str, Any] | None = None) -> None:
-    """``calibration``: the run's threshold and map range (`anomaly_freq.calibration`)."""
+    """``calibration``: the run's threshold and map range (`anomaly_freq.run.calibration`)."""
     payload = {
         "format": FORMAT,
         "anomaly_freq": __version__,

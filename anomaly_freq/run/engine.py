@@ -23,24 +23,19 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from anomaly_freq import calibration, registry
-from anomaly_freq.bench.rundir import (
-    config_hash,
-    create_run_dir,
-    environment,
-    write_atomic,
-    write_csv,
-    write_json,
-)
-from anomaly_freq.checkpoint import save_checkpoint
+from anomaly_freq import registry
 from anomaly_freq.config import config_to_yaml
 from anomaly_freq.data import AnomalyDataModule, DatasetSource, Sample, cache_dir
 from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.data.check import check_files
 from anomaly_freq.data.fewshot import SHOT_FILLS, draw_shots
 from anomaly_freq.errors import AfreqError, worker_error
+from anomaly_freq.files import write_atomic, write_csv, write_json
 from anomaly_freq.metrics import Evaluator, EvaluatorCallback
 from anomaly_freq.metrics.monitor import BestOnTestMonitor
+from anomaly_freq.run import calibration
+from anomaly_freq.run.checkpoint import save_checkpoint
+from anomaly_freq.run.rundir import config_hash, create_run_dir, environment
 from anomaly_freq.viz import write_report
 
 log = logging.getLogger(__name__)

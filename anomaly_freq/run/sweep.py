@@ -36,12 +36,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from anomaly_freq import registry
-from anomaly_freq.bench.progress import SweepProgress
-from anomaly_freq.bench.rundir import config_hash, write_atomic
-from anomaly_freq.bench.store import finished_hashes, is_finished
 from anomaly_freq.config import load_config
-from anomaly_freq.engine import with_category
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.files import write_atomic
+from anomaly_freq.run.engine import with_category
+from anomaly_freq.run.progress import SweepProgress
+from anomaly_freq.run.rundir import config_hash
+from anomaly_freq.run.store import finished_hashes, is_finished
 
 SWEEP_KEYS = {"name", "title", "overrides", "grid", "settings", "published", "deviations",
               "slurm"}
@@ -404,7 +405,7 @@ def _start(point: Point, gpus: Sequence[str] | None, threads: int | None, log_di
 def run_point(point: Point, rank: int = 0, tasks: int = 1, job: str = "") -> str:
     """One point in a submitit job: "done", or "skipped" when it is taken or finished. Rank 0
     alone takes the lock and decides; the other ranks of job ``job`` follow its decision."""
-    from anomaly_freq.engine import run
+    from anomaly_freq.run.engine import run
 
     cfg = load_config([*point.overrides, "trainer.enable_progress_bar=false"])
     if rank:

@@ -16,8 +16,8 @@ import pandas as pd
 from omegaconf import OmegaConf
 from rich.table import Table
 
-from anomaly_freq.bench.rundir import NON_EXPERIMENT_KEYS
-from anomaly_freq.bench.store import SEED_KEYS
+from anomaly_freq.run.rundir import NON_EXPERIMENT_KEYS
+from anomaly_freq.run.store import SEED_KEYS
 
 IDENTITY = ("method", "preset", "dataset", "data", "category", "image_size", "resize", "shots",
             "shot_copies", "epochs", "eval_resolution", "model_selection", "score_normalisation",

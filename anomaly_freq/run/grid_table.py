@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomaly_freq.bench.rundir import write_atomic, write_csv
-from anomaly_freq.bench.store import SEED_KEYS, load_results
-from anomaly_freq.bench.sweep import Point, Sweep, expand, load_sweep
-from anomaly_freq.bench.tables import (
+from anomaly_freq.files import write_atomic, write_csv
+from anomaly_freq.run.store import SEED_KEYS, load_results
+from anomaly_freq.run.sweep import Point, Sweep, expand, load_sweep
+from anomaly_freq.run.tables import (
     NOT_RUN,
     Block,
     _fmt,

@@ -1,13 +1,11 @@
-"""Run folders and atomic writes: a crashed run never leaves a result that looks finished.
+"""Run folders: a crashed run never leaves a result that looks finished.
 
 ``metrics.json`` is written last and only on success; its presence marks a finished run.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import platform
@@ -19,30 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from anomaly_freq.files import replacing
-
 FINISHED_MARKER = "metrics.json"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    with replacing(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows of equal keys as a CSV file with a header, written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(path, buffer.getvalue())
 
 
 # Keys left out of the hash: where, how fast or how visibly a run happens. The device keys

@@ -1,31 +1,78 @@
-"""The plugin contract every method follows.
+"""The plugin contract: what every method, the data layer and the evaluator agree on.
 
-A method is a LightningModule that learns from batches of normal images and, in `predict_step`,
-returns per image a raw `anomaly_map` (B×1×H×W, higher = more anomalous) and a raw `pred_score`
-(B). It never computes metrics and never normalises with test-set statistics: the evaluator owns
-both. Register it with ``@register_method("name")`` and give it defaults in
-``configs/method/<name>.yaml`` (or a ``default_config`` dict for out-of-tree plugins).
+This module imports nothing from the package, so any layer may import it.
+
+A method is a LightningModule that learns from batches of normal images (`Batch`) and, in
+`predict_step`, returns per image a raw `anomaly_map` (B×1×H×W, higher = more anomalous) and a
+raw `pred_score` (B) (`Prediction`). It never computes metrics and never normalises with
+test-set statistics: the evaluator owns both. Register it with ``@register_method("name")`` and
+give it defaults in ``configs/method/<name>.yaml`` (or a ``default_config`` dict for out-of-tree
+plugins).
 
 Training-time synthesis that works on one image at a time belongs in `train_transform`: the
-training dataset applies it in loader workers (`data.pipeline`), keyed by (seed, epoch, index).
+training dataset applies it in loader workers (`anomaly_freq.data.pipeline`), its draws from
+`keyed_generator` keyed by (seed, epoch, index).
 """
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, TypedDict
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import default_collate
-
-from anomaly_freq.synth.rng import keyed_generator
-
-if TYPE_CHECKING:
-    from anomaly_freq.data.pipeline import SampleTransform
+from torch.utils.data import Dataset, default_collate
 
 LearningType = Literal["one_class", "few_shot"]
+
+
+class Batch(TypedDict, total=False):
+    """A batch from the data layer. ``image``: float32 B×3×H×W RGB in [0, 1]; ``mask``: float32
+    B×1×H×W in {0, 1}; ``label``: int64 B (0 normal, 1 anomalous); ``path`` and ``category``:
+    one string per image. Training batches may carry what `train_transform` adds."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    label: torch.Tensor
+    path: list[str]
+    category: list[str]
+
+
+class Prediction(TypedDict):
+    """What `predict_step` returns: raw maps B×1×H×W and scores B, higher = more anomalous."""
+
+    anomaly_map: torch.Tensor
+    pred_score: torch.Tensor
+
+
+class SampleTransform(Protocol):
+    """``(item, generator, source) → item`` for one training sample (``source``: the clean
+    training set, for methods that borrow another image)."""
+
+    def __call__(self, item: dict[str, Any], generator: torch.Generator,
+                 source: Dataset) -> dict[str, Any]: ...
+
+
+def key_seed(*key: object) -> int:
+    """A 63-bit seed hashed from ``key`` (stable across processes and Python runs)."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def keyed_generator(*key: object, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device`` seeded by a hash of ``key``: equal keys, equal draws.
+
+    Training synthesis keys it by ``(seed, epoch, sample index)``, so a sample's corruption does
+    not depend on which worker process or device draws it; feature-space noise on the device by
+    ``(seed, global step, rank)``.
+
+    >>> a, b = keyed_generator(0, 1, 2), keyed_generator(0, 1, 2)
+    >>> bool(torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b)))
+    True
+    """
+    return torch.Generator(device=device).manual_seed(key_seed(*key))
 
 
 class AnomalyModule(pl.LightningModule):
@@ -46,11 +93,11 @@ class AnomalyModule(pl.LightningModule):
         super().__init__()
         self.cfg = cfg
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, torch.Tensor]:
+    def predict_step(self, batch: Batch, batch_idx: int = 0) -> Prediction:
         """Return ``{"anomaly_map": B×1×H×W, "pred_score": B}`` for ``batch["image"]``."""
         raise NotImplementedError
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, torch.Tensor]:
+    def test_step(self, batch: Batch, batch_idx: int = 0) -> Prediction:
         return self.predict_step(batch, batch_idx)
 
     def protocol(self) -> dict[str, Any]:

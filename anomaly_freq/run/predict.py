@@ -1,7 +1,7 @@
 """`afreq predict`: score new images with a saved checkpoint, call each normal or anomalous,
 and draw its heatmap.
 
-The verdict and the colours come from the run's calibration (`anomaly_freq.calibration`), stored
+The verdict and the colours come from the run's calibration (`anomaly_freq.run.calibration`), stored
 in the checkpoint: an image scoring above the threshold is anomalous, and every heatmap of every
 call shares the stored colour range. A checkpoint saved before runs were calibrated gives scores
 without verdicts, its heatmaps coloured from the lowest to the highest map value of the call.
@@ -19,11 +19,11 @@ import torch
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from anomaly_freq.bench.rundir import write_csv, write_json
-from anomaly_freq.checkpoint import read_checkpoint
 from anomaly_freq.data.images import decode_image
 from anomaly_freq.data.mvtec_layout import IMAGE_EXTENSIONS
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.files import write_csv, write_json
+from anomaly_freq.run.checkpoint import read_checkpoint
 from anomaly_freq.viz.report import add_colour_bar, draw_overlay, save_figure
 
 

@@ -16,14 +16,14 @@ from pathlib import Path
 import pandas as pd
 
 from anomaly_freq import registry
-from anomaly_freq.bench.published import PUBLISHED_DIR, load_published
-from anomaly_freq.bench.rundir import write_atomic
-from anomaly_freq.bench.sweep import Point, Sweep, expand, load_sweep
 from anomaly_freq.config import load_config
 from anomaly_freq.data import synthetic, visa
 from anomaly_freq.data.sources import MVTEC_OBJECTS, MVTEC_TEXTURES
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.files import write_atomic
 from anomaly_freq.metrics.monitor import PREFIX
+from anomaly_freq.run.published import PUBLISHED_DIR, load_published
+from anomaly_freq.run.sweep import Point, Sweep, expand, load_sweep
 
 GROUPS = {
     "mvtec_ad": {"mean_texture": MVTEC_TEXTURES, "mean_object": MVTEC_OBJECTS},

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from anomaly_freq.bench.rundir import FINISHED_MARKER, config_hash
 from anomaly_freq.config import CONFIG_DIR
+from anomaly_freq.run.rundir import FINISHED_MARKER, config_hash
 
 PROTOCOL_FIELDS = ("eval_resolution", "image_size", "resize", "epochs", "shot_copies",
                    "model_selection", "score_normalisation", "pro_variant", "learning_type",
