@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--print-config", action="store_true",
-                   help="print the resolved configuration as YAML and exit")
+                   help="print the resolved configuration as YAML, each value with the "
+                        "layer that set it, and exit")
     p.add_argument("--cfg", choices=["job"], help="the same as --print-config (Hydra's habit)")
     p.set_defaults(func=cmd_run)
 
@@ -119,13 +120,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from anomaly_freq.config import load_config
+    from anomaly_freq.config import explain_config, explained_yaml
 
-    cfg = load_config(args.overrides)
+    cfg, sources = explain_config(args.overrides)
     if args.print_config or args.cfg:
-        from anomaly_freq.config import config_to_yaml
-
-        print(config_to_yaml(cfg), end="")
+        print(explained_yaml(cfg, sources), end="")
         return 0
     from anomaly_freq.run.engine import launched_rank, run  # after the config: a typo fails fast
 

@@ -1,19 +1,24 @@
-"""Layered configuration: default.yaml, then a method file, a dataset file, then overrides.
+"""Layered configuration, in one order: default.yaml, the method preset chain (base first), the
+dataset file, the method's ``per_dataset.<dataset>`` block, then command-line overrides.
 
 `load_config(["method=fair", "dataset=visa", "trainer.max_epochs=5"])` returns a read-only
 OmegaConf tree. Overrides may only touch keys that the merged files define (``+key=value`` adds a
-new one) and must keep the value's type; both mistakes raise `AfreqError` naming the key.
+new one) and must keep the value's type; both mistakes raise `AfreqError` naming the key. A dataset
+file may not change a value that the method preset set: that is a per_dataset setting of the
+method. `explain_config` also says which layer set each value.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf._utils import get_omega_conf_dumper
 
 from anomaly_freq.errors import AfreqError
 
@@ -21,37 +26,58 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 GROUPS = ("method", "dataset")
 # Words a key accepts besides values of its default's type.
 ALTERNATIVES = {"eval.resolution": ("original",)}
+COMMAND_LINE = "command line"
+_ABSENT = object()
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One source of settings: the label provenance shows, where it lives, its keys."""
+
+    label: str  # default | method:fair_fast | dataset:visa | per_dataset:fair_fast.visa
+    source: str  # configs/method/fair_fast.yaml, or the plugin whose default_config it is
+    cfg: DictConfig
 
 
 def load_config(overrides: Iterable[str] = (), config_dir: Path = CONFIG_DIR) -> DictConfig:
     """Build the resolved, read-only run configuration from ``key=value`` strings."""
+    return explain_config(overrides, config_dir)[0]
+
+
+def explain_config(overrides: Iterable[str] = (),
+                   config_dir: Path = CONFIG_DIR) -> tuple[DictConfig, dict[str, str]]:
+    """The resolved configuration and, for each leaf key, the label of the layer that set it."""
     parsed = [_split_override(item) for item in overrides]
     groups = {key: value for key, value, _ in parsed if key in GROUPS}
     rest = [(key, value, add) for key, value, add in parsed if key not in GROUPS]
 
-    cfg = _read_yaml(config_dir / "default.yaml")
+    default_path = config_dir / "default.yaml"
+    layers = [Layer("default", _shown(default_path, config_dir), _read_yaml(default_path))]
+    by_group = {}
     for group in GROUPS:
-        name = groups.get(group, cfg[group]["name"])
-        defaults = group_defaults(group, name, config_dir)
-        cfg = OmegaConf.merge(cfg, defaults)
-        cfg[group]["name"] = defaults.get(group, {}).get("name", name)
+        name = groups.get(group, _merged(layers)[group]["name"])
+        by_group[group] = _named(group, name, group_layers(group, name, config_dir))
+        layers += by_group[group]
+    cfg = _merged(layers)
     cfg.method.preset = groups.get("method", cfg.method.name)  # e.g. fair_fast, for labels
-    per_dataset = cfg.get("per_dataset", {}).get(cfg.dataset.name)
-    if per_dataset is not None:
-        cfg = OmegaConf.merge(cfg, per_dataset)
+    per_dataset = _per_dataset_layers(layers, cfg.dataset.name)
+    _refuse_conflicts(by_group["method"], by_group["dataset"], per_dataset, cfg.dataset.name)
+    layers += per_dataset
+    cfg = OmegaConf.merge(cfg, *(layer.cfg for layer in per_dataset))
 
     for key, raw, add in rest:
         _apply_override(cfg, key, raw, add)
     OmegaConf.set_readonly(cfg, True)
     OmegaConf.set_struct(cfg, True)
-    return cfg
+    preset_source = COMMAND_LINE if "method" in groups else "default"
+    return cfg, _provenance(cfg, layers, [key for key, _, _ in rest], preset_source)
 
 
-def group_defaults(group: str, name: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
-    """Defaults a method or dataset adds: its YAML file, else the plugin's `default_config`.
+def group_layers(group: str, name: str, config_dir: Path = CONFIG_DIR) -> list[Layer]:
+    """The layers a method or dataset adds, base first: its YAML file and the files it starts
+    from (``_base_: <name>``, presets such as ``fair_fast``), else the plugin's `default_config`.
 
-    A file may start from another with ``_base_: <name>`` (presets such as ``fair_fast``), and a
-    method file may hold ``per_dataset: {<dataset>: {...}}``, merged when that dataset is used.
+    A method file may hold ``per_dataset: {<dataset>: {...}}``, merged when that dataset is used.
     """
     from anomaly_freq import registry
 
@@ -59,7 +85,8 @@ def group_defaults(group: str, name: str, config_dir: Path = CONFIG_DIR) -> Dict
     if path.exists():
         cfg = _read_yaml(path)
         base = cfg.pop("_base_", None)
-        return OmegaConf.merge(group_defaults(group, base, config_dir), cfg) if base else cfg
+        own = Layer(f"{group}:{name}", _shown(path, config_dir), cfg)
+        return [*group_layers(group, str(base), config_dir), own] if base else [own]
     known = registry.known_names(group)
     if name not in known:
         available = sorted({*known, *(p.stem for p in (config_dir / group).glob("*.yaml"))})
@@ -68,7 +95,8 @@ def group_defaults(group: str, name: str, config_dir: Path = CONFIG_DIR) -> Dict
             f"valid {group}s: {', '.join(available)}"
         )
     cls = registry.get_method(name) if group == "method" else registry.get_dataset(name)
-    return OmegaConf.create(dict(getattr(cls, "default_config", {}) or {}))
+    cfg = OmegaConf.create(dict(getattr(cls, "default_config", {}) or {}))
+    return [Layer(f"{group}:{name}", f"the default_config of {group} plugin {name}", cfg)]
 
 
 def preset_chain(group: str, name: str, config_dir: Path = CONFIG_DIR) -> list[str]:
@@ -84,6 +112,111 @@ def preset_chain(group: str, name: str, config_dir: Path = CONFIG_DIR) -> list[s
 
 def config_to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def explained_yaml(cfg: DictConfig, sources: Mapping[str, str]) -> str:
+    """The resolved config as YAML, each value followed by ``# <layer that set it>``."""
+    lines: list[str] = []
+    _emit(OmegaConf.to_container(cfg, resolve=True), "", lines, sources)
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _emit(node: dict, prefix: str, lines: list[str], sources: Mapping[str, str]) -> None:
+    indent = "  " * prefix.count(".")
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            lines.append(f"{indent}{key}:")
+            _emit(value, f"{path}.", lines, sources)
+            continue
+        lines.append(f"{indent}{key}: {_one_line(value)}".ljust(40) + f"  # {sources[path]}")
+
+
+def _one_line(value: Any) -> str:
+    """A value in YAML flow style, quoted the way OmegaConf reads it back (``[2, 3]``, ``cv2``)."""
+    listed = yaml.dump([value], Dumper=get_omega_conf_dumper(), default_flow_style=True,
+                       width=1 << 20, allow_unicode=True)
+    return listed.strip()[1:-1]
+
+
+def _named(group: str, name: str, layers: list[Layer]) -> list[Layer]:
+    """A group's layers, the last one naming the group when none does (a plugin may not)."""
+    if _lookup(_merged(layers), f"{group}.name") is not _ABSENT:
+        return layers
+    *below, top = layers
+    return [*below, Layer(top.label, top.source, OmegaConf.merge(top.cfg, {group: {"name": name}}))]
+
+
+def _per_dataset_layers(layers: list[Layer], dataset: str) -> list[Layer]:
+    return [Layer(f"per_dataset:{layer.label.rpartition(':')[2]}.{dataset}", layer.source, block)
+            for layer in layers
+            if (block := layer.cfg.get("per_dataset", {}).get(dataset)) is not None]
+
+
+def _refuse_conflicts(method: list[Layer], dataset: list[Layer], per_dataset: list[Layer],
+                      dataset_name: str) -> None:
+    """A dataset file that changes a value the method preset set: one error naming both files."""
+    chosen, ruled = _merged(method), _merged(per_dataset)
+    for path, value in _leaves(_merged(dataset)):
+        before = _lookup(chosen, path)
+        agreed = before is _ABSENT or _plain(before) == _plain(value)
+        if agreed or _lookup(ruled, path) is not _ABSENT:
+            continue
+        owner = _last_with(method, path)
+        setter = _last_with(dataset, path)
+        raise AfreqError(
+            f"config key '{path}' is {_plain(before)} in {owner.source} but {_plain(value)} in "
+            f"{setter.source}; a dataset file may not override a method preset: set '{path}' "
+            f"for {dataset_name} under per_dataset.{dataset_name} in {owner.source}"
+        )
+
+
+def _provenance(cfg: DictConfig, layers: list[Layer], overridden: list[str],
+                preset_source: str) -> dict[str, str]:
+    sources = {}
+    for path, _ in _leaves(cfg):
+        if any(path == key or path.startswith(f"{key}.") for key in overridden):
+            sources[path] = COMMAND_LINE
+        elif path == "method.preset":
+            sources[path] = preset_source
+        else:
+            sources[path] = _last_with(layers, path).label
+    return sources
+
+
+def _last_with(layers: list[Layer], path: str) -> Layer:
+    return next(layer for layer in reversed(layers) if _lookup(layer.cfg, path) is not _ABSENT)
+
+
+def _merged(layers: list[Layer]) -> DictConfig:
+    return OmegaConf.merge(*(layer.cfg for layer in layers)) if layers else OmegaConf.create()
+
+
+def _leaves(node: DictConfig, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Dotted keys and values of a tree's leaves; an empty mapping is a leaf."""
+    for name, value in node.items_ex(resolve=False):
+        if isinstance(value, DictConfig) and len(value):
+            yield from _leaves(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", value
+
+
+def _lookup(node: Any, path: str) -> Any:
+    """The value at a dotted key, or _ABSENT where the tree does not define it."""
+    for part in path.split("."):
+        if not isinstance(node, DictConfig) or part not in node.keys():
+            return _ABSENT
+        node = node[part]
+    return node
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if isinstance(value, DictConfig | ListConfig) else value
+
+
+def _shown(path: Path, config_dir: Path) -> str:
+    """How a config file is named in messages: from the config folder's parent on."""
+    return path.relative_to(config_dir.parent).as_posix()
 
 
 def _read_yaml(path: Path) -> DictConfig:

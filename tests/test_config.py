@@ -147,3 +147,105 @@ def test_print_config_prints_the_resolved_config_and_runs_nothing(tmp_path, monk
     assert printed == load_config(["method=dfd", "dataset=visa", "trainer.max_epochs=3"])
     assert printed.method.lambda_sim == 1.0 and printed.dataset.resize == "cv2"
     assert list(tmp_path.iterdir()) == []
+
+
+def _conflicting_configs(tmp_path, per_dataset=""):
+    from anomaly_freq.config import CONFIG_DIR
+
+    _write(tmp_path / "default.yaml", (CONFIG_DIR / "default.yaml").read_text())
+    _write(tmp_path / "method/wide.yaml", "method: {name: freqstat}\n"
+           "dataset: {image_size: 64, resize: cv2}\n" + per_dataset)
+    _write(tmp_path / "dataset/tiny.yaml", "dataset: {name: tiny, image_size: 32, resize: cv2}\n")
+    return ["method=wide", "dataset=tiny"]
+
+
+def test_a_dataset_file_may_not_override_the_method_preset(tmp_path):
+    overrides = _conflicting_configs(tmp_path)
+    with pytest.raises(AfreqError) as err:
+        load_config(overrides, config_dir=tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    for needle in ("'dataset.image_size' is 64", "method/wide.yaml", "32 in",
+                   "dataset/tiny.yaml", "under per_dataset.tiny in"):
+        assert needle in message
+    assert "resize" not in message  # both files agree on it
+
+
+def test_per_dataset_settles_what_the_dataset_file_disagrees_on(tmp_path):
+    from anomaly_freq.config import explain_config
+
+    overrides = _conflicting_configs(
+        tmp_path, "per_dataset:\n  tiny:\n    dataset: {image_size: 48}\n")
+    cfg, sources = explain_config(overrides, config_dir=tmp_path)
+    assert cfg.dataset.image_size == 48
+    assert sources["dataset.image_size"] == "per_dataset:wide.tiny"
+    assert sources["dataset.resize"] == "dataset:tiny"  # equal values: the later layer is named
+    cfg, sources = explain_config([*overrides, "dataset.image_size=16"], config_dir=tmp_path)
+    assert cfg.dataset.image_size == 16 and sources["dataset.image_size"] == "command line"
+
+
+def _shipped(group):
+    from anomaly_freq.config import CONFIG_DIR
+
+    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("method", _shipped("method"))
+def test_every_shipped_method_loads_with_every_shipped_dataset(method):
+    for dataset in _shipped("dataset"):
+        cfg = load_config([f"method={method}", f"dataset={dataset}"])
+        assert cfg.method.preset == method and cfg.dataset.name == dataset
+        if dataset == "cifar10":
+            assert cfg.dataset.image_size == 32  # CIFAR-10's own size, through per_dataset
+
+
+def test_provenance_names_the_layer_that_set_each_value():
+    from anomaly_freq.config import explain_config
+
+    cfg, sources = explain_config(["method=fair_fast", "dataset=visa", "seed=5"])
+    assert cfg == load_config(["method=fair_fast", "dataset=visa", "seed=5"])
+    assert sources["dataset.image_size"] == "method:fair_fast"
+    assert sources["method.input"] == "method:fair"
+    assert sources["dataset.root"] == "dataset:visa"
+    assert sources["trainer.max_epochs"] == "per_dataset:fair_fast.visa"
+    assert sources["seed"] == "command line"
+    assert sources["trainer.precision"] == "default"
+    assert sources["method.preset"] == "command line"
+    assert explain_config(["method=fair_fast", "dataset=visa"])[1]["seed"] == "default"
+    assert explain_config(["method=dfd", "dataset=mvtec_ad"])[1][
+        "method.foreground.hazelnut"] == "per_dataset:dfd.mvtec_ad"
+
+
+def test_a_plugins_default_config_is_a_method_layer(tmp_path):
+    from anomaly_freq import registry
+    from anomaly_freq.config import CONFIG_DIR, explain_config
+    from anomaly_freq.contract import AnomalyModule
+
+    @registry.register_method("tmp_layered")
+    class Layered(AnomalyModule):
+        default_config = {"method": {"power": 2.0}, "dataset": {"image_size": 64}}
+
+    try:
+        cfg, sources = explain_config(["method=tmp_layered"])
+        assert cfg.method.name == "tmp_layered" and sources["method.name"] == "method:tmp_layered"
+        assert sources["method.power"] == "method:tmp_layered"
+        _write(tmp_path / "default.yaml", (CONFIG_DIR / "default.yaml").read_text())
+        _write(tmp_path / "dataset/tiny.yaml", "dataset: {name: tiny, image_size: 32}\n")
+        with pytest.raises(AfreqError, match="default_config of method plugin tmp_layered"):
+            load_config(["method=tmp_layered", "dataset=tiny"], config_dir=tmp_path)
+    finally:
+        registry._METHODS.pop("tmp_layered")
+
+
+def test_print_config_names_each_values_layer(tmp_path, monkeypatch, capsys):
+    from anomaly_freq.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "method=fair_fast", "dataset=visa", "seed=5", "--print-config"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "seed: 5" in lines[0] and lines[0].endswith("# command line")
+    assert any(line.startswith("  image_size: 128 ") and line.endswith("# method:fair_fast")
+               for line in lines)
+    assert any(line.startswith("  max_epochs: 15 ")
+               and line.endswith("# per_dataset:fair_fast.visa") for line in lines)
+    assert list(tmp_path.iterdir()) == []
