@@ -64,6 +64,7 @@ def explain_config(overrides: Iterable[str] = (),
     _refuse_conflicts(by_group["method"], by_group["dataset"], per_dataset, cfg.dataset.name)
     layers += per_dataset
     cfg = OmegaConf.merge(cfg, *(layer.cfg for layer in per_dataset))
+    cfg.pop("per_dataset", None)  # applied: a run's config holds only what it used
 
     for key, raw, add in rest:
         _apply_override(cfg, key, raw, add)
