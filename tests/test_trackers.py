@@ -1,4 +1,4 @@
-"""Experiment trackers: TensorBoard and MLflow write their local files; a missing one is one line."""
+"""Experiment trackers: TensorBoard and MLflow write local files; a missing one is one line."""
 
 from __future__ import annotations
 
