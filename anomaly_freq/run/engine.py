@@ -36,6 +36,7 @@ from anomaly_freq.metrics.monitor import BestOnTestMonitor
 from anomaly_freq.run import calibration
 from anomaly_freq.run.checkpoint import save_checkpoint
 from anomaly_freq.run.rundir import config_hash, create_run_dir, environment
+from anomaly_freq.run.trackers import check_tracker, log_results, make_loggers
 from anomaly_freq.viz import write_report
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def run(cfg: DictConfig) -> list[CategoryResult]:
     """Train and evaluate ``cfg.method.name`` on each requested category."""
     _quiet_lightning()
     registry.get_method(cfg.method.name)  # fail on an unknown method before touching data
+    check_tracker(cfg)
     if cfg.eval.resolution == "original" and cfg.dataset.center_crop:
         raise AfreqError(
             f"eval.resolution=original cannot score dataset.center_crop={cfg.dataset.center_crop}"
@@ -129,7 +131,7 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
         write_atomic(shared.path / "config.yaml", config_to_yaml(cfg))
         write_json(shared.path / "environment.json", {"seed": cfg.seed, **environment()})
         write_atomic(shared.path / "train_files.txt", _file_list(train))
-        trainer.loggers = [pl.loggers.CSVLogger(str(shared.path), name="logs", version="")]
+        trainer.loggers = make_loggers(cfg, shared.path)
         if monitor is not None:
             monitor.path = shared.path / "test_curve.csv"
         if trainer.world_size > 1:  # Lightning kills the others when one rank dies
@@ -154,9 +156,11 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
         if cfg.output.save_checkpoint:
             save_checkpoint(method, cfg, run_dir / "model.pt", calibration.summary(record))
         write_csv(run_dir / "scores.csv", evaluator.rows)
-        write_json(run_dir / "protocol.json",
-                   {**protocol(cfg, method, len(train), len(test), trainer.world_size),
-                    **evaluator.protocol(), "calibration": calibration.summary(record)})
+        run_protocol = {**protocol(cfg, method, len(train), len(test), trainer.world_size),
+                        **evaluator.protocol(), "calibration": calibration.summary(record)}
+        write_json(run_dir / "protocol.json", run_protocol)
+        log_results(trainer.loggers, cfg, run_protocol, metrics,
+                    sorted((run_dir / "figures").glob("*.png")))
         (run_dir / "error.txt").unlink(missing_ok=True)
         write_json(run_dir / "metrics.json", {"category": category, **metrics})
     except BaseException as err:

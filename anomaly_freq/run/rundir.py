@@ -27,7 +27,7 @@ FINISHED_MARKER = "metrics.json"
 NON_EXPERIMENT_KEYS = ("output", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
                        "dataset.num_workers", "dataset.cache", "dataset.root", "method.preset",
                        "method.channels_last", "method.compile", "trainer.devices",
-                       "trainer.num_nodes", "trainer.strategy")
+                       "trainer.num_nodes", "trainer.strategy", "logger", "tracking")
 
 
 def config_hash(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> str:
