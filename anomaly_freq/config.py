@@ -11,6 +11,7 @@ method. `explain_config` also says which layer set each value.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,3 +327,111 @@ def _coerce(key: str, old: Any, raw: str) -> Any:
     else:
         return new
     raise AfreqError(f"config key '{key}' expects {expected}, got '{raw}'")
+
+
+# ---------------------------------------------------------------- method arguments
+
+#: Config sections whose keys become a method's keyword arguments, and the prefix each gets.
+METHOD_SECTIONS = {"method": "", "model": "", "backbone": "backbone_", "synth": ""}
+#: ``method.*`` keys the framework reads itself; never passed to a method.
+FRAMEWORK_KEYS = frozenset({"name", "preset", "channels_last", "compile"})
+#: Run values offered to a method whose constructor names them → their config key.
+RUN_VALUES = {"seed": "seed", "category": "dataset.category",
+              "batch_size": "dataset.batch_size", "shot_fill": "dataset.shot_fill"}
+
+
+def method_arguments(cls: type, cfg: DictConfig) -> dict[str, Any]:
+    """The keyword arguments that build method class ``cls`` from the run configuration.
+
+    ``method.<key>`` → ``<key>``, ``model.<key>`` → ``<key>``, ``backbone.<key>`` →
+    ``backbone_<key>``, ``synth.<key>`` → ``<key>``. A nested table ``<section>.<group>.<key>``
+    gives ``<group>_<key>`` (``method.filter.d0`` → ``filter_d0``), unless the constructor takes
+    ``<group>`` itself: then it gets the whole table as a dict (DFD's ``foreground``). The
+    framework's own ``method.name``, ``method.preset``, ``method.channels_last`` and
+    ``method.compile`` are not passed. Run values go to a constructor that names them:
+    ``image_size`` (the side the model sees: ``dataset.center_crop``, else
+    ``dataset.image_size``), ``seed``, ``category``, ``batch_size`` and ``shot_fill``
+    (``dataset.*``). A key the constructor does not take, two keys that give one argument and
+    a required argument that no key gives each raise `AfreqError`.
+    """
+    accepted = constructor_parameters(cls)
+    label = f"method class {cls.__module__}.{cls.__qualname__}"
+    keys = list(_method_keys(cfg, accepted))
+    run_values = _run_values(cfg)
+    given = {name for _, name, _ in keys} | run_values.keys()
+    missing = [name for name, required in accepted.items() if required and name not in given]
+    if missing:
+        raise AfreqError(f"{label} requires '{missing[0]}', which no config key gives; a "
+                         "method takes keyword arguments with defaults (docs/plugins.md)")
+    source: dict[str, str] = {}  # argument → the config key that gave it
+    arguments: dict[str, Any] = {}
+    for key, name, value in keys:
+        if name not in accepted:
+            raise AfreqError(f"config key '{key}' (argument '{name}') is not taken by {label}"
+                             f"{_suggest(name, accepted)}; remove the key or add the argument")
+        if name in source:
+            raise AfreqError(f"config keys '{source[name]}' and '{key}' both give argument "
+                             f"'{name}' of {label}; rename one of them")
+        source[name] = key
+        arguments[name] = OmegaConf.to_container(value, resolve=True) if isinstance(
+            value, DictConfig | ListConfig) else value
+    for name, value in run_values.items():
+        if name not in accepted:
+            continue
+        if name in source:
+            raise AfreqError(f"config key '{source[name]}' gives argument '{name}' of {label}, "
+                             "which the run sets; rename the key")
+        arguments[name] = value
+    return arguments
+
+
+def _run_values(cfg: DictConfig) -> dict[str, Any]:
+    values = {name: OmegaConf.select(cfg, key) for name, key in RUN_VALUES.items()}
+    values["image_size"] = (OmegaConf.select(cfg, "dataset.center_crop")
+                            or OmegaConf.select(cfg, "dataset.image_size"))
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def constructor_parameters(cls: type) -> dict[str, bool]:
+    """Keyword arguments ``cls(...)`` takes → whether each is required; a constructor with
+    ``**kwargs`` also takes those of the next ``__init__`` up the class hierarchy."""
+    parameters: dict[str, bool] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        passes_on = False
+        for p in list(inspect.signature(klass.__init__).parameters.values())[1:]:
+            if p.kind is p.VAR_KEYWORD:
+                passes_on = True
+            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                parameters.setdefault(p.name, p.default is p.empty)
+        if not passes_on:
+            break
+    return parameters
+
+
+def _method_keys(cfg: DictConfig, accepted: Mapping[str, bool]) -> Iterable[tuple[str, str, Any]]:
+    """(config key, argument name, value) of every method-owned key."""
+    for section, prefix in METHOD_SECTIONS.items():
+        node = cfg.get(section)
+        if isinstance(node, DictConfig):
+            yield from _flatten(node, section, prefix, accepted)
+
+
+def _flatten(node: DictConfig, path: str, prefix: str,
+             accepted: Mapping[str, bool]) -> Iterable[tuple[str, str, Any]]:
+    for key, value in node.items():
+        if path == "method" and key in FRAMEWORK_KEYS:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, DictConfig) and len(value) and name not in accepted:
+            yield from _flatten(value, f"{path}.{key}", f"{name}_", accepted)
+        else:
+            yield f"{path}.{key}", name, value
+
+
+def speed_options(cfg: DictConfig) -> dict[str, bool]:
+    """``method.channels_last`` and ``method.compile`` (false where a method has no such key),
+    as `AnomalyModule.apply_speed_options` takes them."""
+    return {key: bool(OmegaConf.select(cfg, f"method.{key}", default=False))
+            for key in ("channels_last", "compile")}

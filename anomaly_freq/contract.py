@@ -5,8 +5,10 @@ This module imports nothing from the package, so any layer may import it.
 A method is a LightningModule that learns from batches of normal images (`Batch`) and, in
 `predict_step`, returns per image a raw `anomaly_map` (B×1×H×W, higher = more anomalous) and a
 raw `pred_score` (B) (`Prediction`). It never computes metrics and never normalises with
-test-set statistics: the evaluator owns both. Register it with ``@register_method("name")`` and
-give it defaults in ``configs/method/<name>.yaml`` (or a ``default_config`` dict for out-of-tree
+test-set statistics: the evaluator owns both. Its constructor takes keyword arguments with
+defaults and never sees a config object; `anomaly_freq.config.method_arguments` builds them
+from the run configuration. Register it with ``@register_method("name")`` and give it
+defaults in ``configs/method/<name>.yaml`` (or a ``default_config`` dict for out-of-tree
 plugins).
 
 Training-time synthesis that works on one image at a time belongs in `train_transform`: the
@@ -22,7 +24,6 @@ from typing import Any, ClassVar, Literal, Protocol, TypedDict
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 from torch.utils.data import Dataset, default_collate
 
 LearningType = Literal["one_class", "few_shot"]
@@ -89,9 +90,10 @@ class AnomalyModule(pl.LightningModule):
     #: Submodules that ``method.channels_last`` and ``method.compile`` apply to.
     speed_modules: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, *, seed: int = 0) -> None:
+        """``seed``: the run's seed, which keys `with_synthesis` and `step_generator`."""
         super().__init__()
-        self.cfg = cfg
+        self.seed = int(seed)
 
     def predict_step(self, batch: Batch, batch_idx: int = 0) -> Prediction:
         """Return ``{"anomaly_map": B×1×H×W, "pred_score": B}`` for ``batch["image"]``."""
@@ -125,8 +127,8 @@ class AnomalyModule(pl.LightningModule):
         n = len(batch["image"])
         clean = [{k: v[i].cpu() if torch.is_tensor(v) else v[i]
                   for k, v in batch.items() if _per_sample(v, n)} for i in range(n)]
-        seed, rank = int(self.cfg.seed), self._rank()
-        done = [transform(item, keyed_generator(seed, "in-step", self.current_epoch,
+        rank = self._rank()
+        done = [transform(item, keyed_generator(self.seed, "in-step", self.current_epoch,
                                                 self.global_step, rank, i), clean)
                 for i, item in enumerate(clean)]
         return self.transfer_batch_to_device(default_collate(done), self.device, 0)
@@ -134,21 +136,22 @@ class AnomalyModule(pl.LightningModule):
     def step_generator(self) -> torch.Generator:
         """Generator on the model's device for batched draws (feature noise), seeded by
         (seed, global step, rank): reproducible, and different on every rank."""
-        return keyed_generator(int(self.cfg.seed), "step", self.global_step, self._rank(),
+        return keyed_generator(self.seed, "step", self.global_step, self._rank(),
                                device=self.device)
 
     def _rank(self) -> int:
         return self.global_rank if self._trainer is not None else 0
 
-    def apply_speed_options(self, compile_backend: str | None = None) -> None:
-        """``method.channels_last`` and ``method.compile`` (torch.compile in place, so the
-        state dict keeps its keys; ``compile_backend`` None = inductor) on `speed_modules`."""
-        m = self.cfg.method
+    def apply_speed_options(self, *, channels_last: bool = False, compile: bool = False,
+                            compile_backend: str | None = None) -> None:
+        """Channels-last memory layout and torch.compile (in place, so the state dict keeps its
+        keys; ``compile_backend`` None = inductor) on `speed_modules`; the engine passes
+        ``method.channels_last`` and ``method.compile``."""
         for name in self.speed_modules:
             module = getattr(self, name)
-            if m.get("channels_last"):
+            if channels_last:
                 module.to(memory_format=torch.channels_last)
-            if m.get("compile"):
+            if compile:
                 module.compile(**({"backend": compile_backend} if compile_backend else {}))
 
     def prepare_for_inference(self) -> None:

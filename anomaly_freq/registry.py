@@ -14,6 +14,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
+from anomaly_freq.config import method_arguments
 from anomaly_freq.errors import AfreqError
 
 METHOD_ENTRY_POINTS = "anomaly_freq.methods"
@@ -67,8 +68,10 @@ def get_dataset(name: str) -> type:
 
 
 def create_method(name: str, cfg: Any) -> Any:
-    """Instantiate the registered method ``name`` from the run configuration."""
-    return get_method(name)(cfg)
+    """Instantiate the registered method ``name`` from the run configuration, with the
+    keyword arguments `anomaly_freq.config.method_arguments` reads from it."""
+    cls = get_method(name)
+    return cls(**method_arguments(cls, cfg))
 
 
 def create_dataset(name: str, cfg: Any) -> Any:

@@ -22,12 +22,10 @@ PAPER_S_PER_EPOCH = 10.1
 
 
 def _measure(device: str, queue) -> None:
-    from anomaly_freq.config import load_config
     from anomaly_freq.methods.dfd import DFD
 
     torch.manual_seed(0)
-    cfg = load_config(["method=dfd", "backbone.pretrained=false", "dataset.category=weave"])
-    model = DFD(cfg).to(device)
+    model = DFD(backbone_pretrained=False, category="weave").to(device)
     model.log_dict = lambda *args, **kwargs: None  # no Trainer attached
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     images = torch.rand(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))

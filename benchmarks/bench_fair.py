@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import torch
 
-from anomaly_freq.config import load_config
 from anomaly_freq.methods.fair import FAIR
 from anomaly_freq.methods.fair.network import parameter_count
 from benchmarks.common import Section
@@ -44,8 +43,7 @@ def _timed(fn: Callable[[], object], repeats: int, warmup: int, cuda: bool) -> l
 
 
 def _model(device: str) -> tuple[FAIR, torch.optim.Optimizer]:
-    cfg = load_config(["method=fair", f"model.base_width={WIDTH}", f"dataset.image_size={SIZE}"])
-    model = FAIR(cfg).to(device)
+    model = FAIR(base_width=WIDTH, image_size=SIZE).to(device)  # else the paper preset
     return model, torch.optim.Adam(model.network.parameters(), lr=1e-4)
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from anomaly_freq.config import load_config
 from anomaly_freq.methods.freqstat import FreqStat
 from benchmarks.common import Section, best_time
 
@@ -29,8 +28,7 @@ def _numpy_reference(images: np.ndarray, d0: float, sigma: float) -> np.ndarray:
 
 
 def run() -> Section:
-    cfg = load_config()
-    model = FreqStat(cfg).eval()
+    model = FreqStat().eval()
     images = torch.rand(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     array = images.numpy().astype(np.float64)
 

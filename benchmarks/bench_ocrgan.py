@@ -11,7 +11,6 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from anomaly_freq.config import load_config
 from anomaly_freq.methods.ocrgan import OCRGAN
 from anomaly_freq.methods.ocrgan.networks import count_parameters
 from benchmarks.common import Section, best_time
@@ -39,8 +38,7 @@ class _StepTimer(pl.Callback):
 
 
 def _model(batch: int, faithful: bool = False) -> OCRGAN:
-    overrides = ["method=ocrgan", f"dataset.batch_size={batch}", f"method.faithful={faithful}"]
-    return OCRGAN(load_config(overrides))
+    return OCRGAN(batch_size=batch, faithful=faithful)
 
 
 def _images(n: int) -> torch.Tensor:

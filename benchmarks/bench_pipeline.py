@@ -14,7 +14,6 @@ from functools import partial
 import torch
 from torch.utils.data import DataLoader
 
-from anomaly_freq.config import load_config
 from anomaly_freq.contract import keyed_generator
 from anomaly_freq.data.pipeline import EpochSampler, SynthesisDataset
 from anomaly_freq.methods.fair import FAIR
@@ -66,10 +65,8 @@ def run() -> Section:
                       ["", "main-process time per step", "before / after"])
     items = _items(N_IMAGES)
     for width in WIDTHS:
-        cfg = load_config(["method=fair", f"model.base_width={width}",
-                           f"dataset.image_size={SIZE}"])
         torch.manual_seed(0)
-        model = FAIR(cfg)
+        model = FAIR(base_width=width, image_size=SIZE)
         optimizer = torch.optim.Adam(model.network.parameters(), lr=1e-4)
         transform = model.train_transform()
         clean = {"image": torch.stack([it["image"] for it in items[:BATCH]]),

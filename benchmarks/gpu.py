@@ -54,7 +54,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from anomaly_freq import registry
-from anomaly_freq.config import load_config
+from anomaly_freq.config import load_config, speed_options
 from anomaly_freq.contract import check_outputs, keyed_generator
 from anomaly_freq.data import AnomalyDataModule, cache_dir
 from anomaly_freq.data.cache import DecodeCache
@@ -359,7 +359,7 @@ def build_method(name: str, overrides: list[str], backend: str | None = None) ->
     cfg = load_config(overrides)
     torch.manual_seed(0)
     method = registry.create_method(cfg.method.name, cfg)
-    method.apply_speed_options(backend)
+    method.apply_speed_options(**speed_options(cfg), compile_backend=backend)
     return method
 
 

@@ -62,7 +62,7 @@ def test_decorator_registers_and_create_method_builds(tmp_path):
 
     try:
         assert "tmp_dummy" in registry.list_methods()
-        cfg = load_config()
+        cfg = load_config(["method=tmp_dummy"])
         assert isinstance(registry.create_method("tmp_dummy", cfg), Dummy)
     finally:
         registry._METHODS.pop("tmp_dummy")

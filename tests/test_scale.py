@@ -15,7 +15,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 from sklearn.metrics import roc_auc_score
 
 from anomaly_freq import registry
-from anomaly_freq.config import load_config
+from anomaly_freq.config import load_config, speed_options
 from anomaly_freq.contract import AnomalyModule
 from anomaly_freq.data import AnomalyDataModule, cache_dir
 from anomaly_freq.data.cache import DecodeCache
@@ -142,8 +142,8 @@ from anomaly_freq.contract import AnomalyModule
 class FailsOnRankOne(AnomalyModule):
     default_config = {"method": {}}
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, *, seed=0):
+        super().__init__(seed=seed)
         self.level = torch.nn.Parameter(torch.zeros(1))
 
     def configure_optimizers(self):
@@ -252,14 +252,15 @@ SPEED = {"fair": ["method=fair", "model.base_width=4", "dataset.image_size=32",
 
 
 def _model(name: str, *extra: str) -> AnomalyModule:
+    cfg = load_config([*SPEED[name], *extra])
     torch.manual_seed(0)
-    model = registry.create_method(name, load_config([*SPEED[name], *extra]))
-    model.apply_speed_options()
+    model = registry.create_method(name, cfg)
+    model.apply_speed_options(**speed_options(cfg))
     return model.eval()
 
 
 def _scores(model: AnomalyModule, context=None) -> torch.Tensor:
-    side = int(model.cfg.dataset.image_size)
+    side = model.side
     images = torch.rand(4, 3, side, side, generator=torch.Generator().manual_seed(1))
     with torch.no_grad(), (context or torch.autocast("cpu", enabled=False)):
         out = model.predict_step({"image": images})

@@ -565,7 +565,7 @@ overrides:
 {TINY}
   - output.root={runs}
 grid: {{dataset: [synthetic], dataset.category: [washer, chip], seed: [0]}}
-settings: {{full: [], c64: [+method.unused=1]}}
+settings: {{full: [], c64: [method.d0=8.0]}}
 published: {{source: fair, table: "Table 5: mean over MVTec AD and VisA plus efficiency",
              method: FAIR, layout: summary, metrics: [image_auroc, fps, params_mb]}}
 """)

@@ -12,11 +12,11 @@ See the dfd.md spec for the specification and the choices made (§13).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from anomaly_freq.contract import AnomalyModule, full_precision
@@ -43,40 +43,64 @@ BANDS = ("low", "high")
 
 @register_method("dfd")
 class DFD(AnomalyModule):
-    """Few-shot DFD; ``configs/method/dfd.yaml`` documents every option."""
+    """Few-shot DFD.
+
+    The arguments are the keys of ``configs/method/dfd.yaml``, which documents them, with its
+    values as defaults (``backbone.name`` → ``backbone_name``, ``synth.dtd_root`` →
+    ``dtd_root``). ``foreground`` is all | above | below, or a table category → that (the
+    config's per-dataset table), looked up with ``category``; ``image_size`` is the side of the
+    images the method sees and ``shot_fill`` the run's ``dataset.shot_fill``."""
 
     learning_type = "few_shot"
     speed_modules = ("features", "adaptor", "gaussian", "perlin")
 
-    def __init__(self, cfg: DictConfig) -> None:
-        super().__init__(cfg)
-        m, bb = cfg.method, cfg.backbone
-        self.side = int(cfg.dataset.center_crop or cfg.dataset.image_size)
-        self.bgr, self.pyramid_mode = bool(m.bgr), str(m.pyramid_mode)
-        self.margin, self.noise_std = float(m.margin), float(m.noise_std)
-        self.lambda_perlin, self.lambda_sim = float(m.lambda_perlin), float(m.lambda_sim)
-        self.sigma, self.fusion = float(m.smoothing_sigma), str(m.fusion)
+    def __init__(self, *, bgr: bool = True, pyramid_mode: str = "opencv",
+                 feature_dim: int = 1536, gaussian_hidden: int = 1024, vit_heads: int = 16,
+                 margin: float = 0.5, noise_std: float = 0.015, lambda_perlin: float = 1.0,
+                 lambda_sim: float = 1.0, anomaly_prob: float = 0.7, beta_max: float = 0.8,
+                 fixed_anomalies: bool = True, foreground: str | Mapping[str, str] = "all",
+                 lr_adaptor: float = 5.0e-4, lr_gaussian: float = 2.0e-4,
+                 lr_perlin: float = 1.0e-4, weight_decay: float = 1.0e-5,
+                 lr_min: float = 4.0e-5, cosine_t_max: int | None = None,
+                 smoothing_sigma: float = 4.0, fusion: str = "standardise",
+                 stats_batches: int = 4, backbone_name: str = "wide_resnet50_2.tv_in1k",
+                 backbone_layers: Sequence[int] = (2, 3), backbone_pretrained: bool = True,
+                 backbone_weights: str | None = None, dtd_root: str | None = None,
+                 image_size: int = 256, category: str | None = None, shot_fill: str = "code",
+                 seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        self.side = int(image_size)
+        self.bgr, self.pyramid_mode = bool(bgr), str(pyramid_mode)
+        self.margin, self.noise_std = float(margin), float(noise_std)
+        self.lambda_perlin, self.lambda_sim = float(lambda_perlin), float(lambda_sim)
+        self.sigma, self.fusion = float(smoothing_sigma), str(fusion)
         if self.fusion not in FUSIONS:
             raise AfreqError(f"method.fusion={self.fusion} is unknown; valid: {', '.join(FUSIONS)}")
-        dim = int(m.feature_dim)
-        layers = tuple(int(i) for i in bb.layers)
+        self.lr_adaptor, self.lr_gaussian = float(lr_adaptor), float(lr_gaussian)
+        self.lr_perlin, self.lr_min = float(lr_perlin), float(lr_min)
+        self.weight_decay, self.cosine_t_max = float(weight_decay), cosine_t_max
+        self.stats_batches, self.backbone_pretrained = int(stats_batches), bool(backbone_pretrained)
+        dim = int(feature_dim)
+        layers = tuple(int(i) for i in backbone_layers)
         self.features = FeatureExtractor(
-            build_backbone(str(bb.name), layers, bool(bb.pretrained), bb.weights or None), dim)
+            build_backbone(str(backbone_name), layers, self.backbone_pretrained,
+                           backbone_weights or None), dim)
         with torch.no_grad():
             probe = self.features.backbone(torch.zeros(1, 3, self.side, self.side))
         self.grid = tuple(probe[0].shape[-2:])
         self.adaptor = FeatureAdaptor(dim)
-        self.gaussian = GaussianDiscriminator(dim, int(m.gaussian_hidden))
-        self.perlin = PerlinDiscriminator(dim, self.grid[0] * self.grid[1], int(m.vit_heads))
+        self.gaussian = GaussianDiscriminator(dim, int(gaussian_hidden))
+        self.perlin = PerlinDiscriminator(dim, self.grid[0] * self.grid[1], int(vit_heads))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         # per discriminator (Perlin, Gaussian): pixel mean, pixel std, closed-form a and c
         self.register_buffer("fusion_stats", torch.tensor([[0.0, 1.0, 1.0, 0.0]] * 2))
-        foreground = OmegaConf.select(cfg, f"method.foreground.{cfg.dataset.category}")
+        if isinstance(foreground, Mapping):
+            foreground = foreground.get(category)
         self.synth = PseudoAnomalies(
-            float(m.anomaly_prob), self.side, OmegaConf.select(cfg, "synth.dtd_root"),
-            (0.0, float(m.beta_max)), str(foreground or "all"), bool(m.fixed_anomalies),
-            int(cfg.seed), spare_corners=cfg.dataset.shot_fill != "code")
+            float(anomaly_prob), self.side, dtd_root, (0.0, float(beta_max)),
+            str(foreground or "all"), bool(fixed_anomalies), self.seed,
+            spare_corners=shot_fill != "code")
 
     # ---------------------------------------------------------------- features
 
@@ -103,18 +127,17 @@ class DFD(AnomalyModule):
     # ---------------------------------------------------------------- training
 
     def configure_optimizers(self) -> Any:
-        m = self.cfg.method
         groups = [
-            {"params": self.adaptor.parameters(), "lr": float(m.lr_adaptor), "weight_decay": 0.0},
-            {"params": self.gaussian.parameters(), "lr": float(m.lr_gaussian),
-             "weight_decay": float(m.weight_decay)},
-            {"params": self.perlin.parameters(), "lr": float(m.lr_perlin),
-             "weight_decay": float(m.weight_decay)},
+            {"params": self.adaptor.parameters(), "lr": self.lr_adaptor, "weight_decay": 0.0},
+            {"params": self.gaussian.parameters(), "lr": self.lr_gaussian,
+             "weight_decay": self.weight_decay},
+            {"params": self.perlin.parameters(), "lr": self.lr_perlin,
+             "weight_decay": self.weight_decay},
         ]
         optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999), eps=1e-8)
         epochs = self.trainer.max_epochs if self._trainer is not None else 80
-        t_max = int(m.cosine_t_max) if m.cosine_t_max else max(1, (epochs or 80) - 4)
-        floor = float(m.lr_min)
+        t_max = int(self.cosine_t_max) if self.cosine_t_max else max(1, (epochs or 80) - 4)
+        floor = self.lr_min
 
         def cosine(base: float) -> Any:
             # CosineAnnealingLR's closed form; past t_max it rises again, as torch's does
@@ -128,7 +151,7 @@ class DFD(AnomalyModule):
 
     def protocol(self) -> dict[str, Any]:
         return {"foreground": self.synth.foreground, "fusion": self.fusion,
-                "bgr": self.bgr, "backbone_pretrained": bool(self.cfg.backbone.pretrained)}
+                "bgr": self.bgr, "backbone_pretrained": self.backbone_pretrained}
 
     def code_shot_fill(self) -> str:
         # the code fills with the top-left colour exactly where it thresholds a foreground
@@ -172,13 +195,13 @@ class DFD(AnomalyModule):
     def prepare_for_inference(self) -> None:
         """Fusion statistics from clean training images (never from the test set)."""
         source = self.trainer.train_dataloader
-        limit = int(self.cfg.method.stats_batches)
+        limit = self.stats_batches
         if source is None or limit <= 0:
             return
         # a loader of its own, so that training's shuffle order is left untouched and every
         # call sees the same images
         loader = DataLoader(source.dataset, batch_size=source.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(int(self.cfg.seed)))
+                            generator=torch.Generator().manual_seed(self.seed))
         was_training = self.training
         self.eval()
         perlin_maps, gauss_maps = [], []

@@ -15,7 +15,6 @@ from functools import partial
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from anomaly_freq.contract import AnomalyModule, full_precision
 from anomaly_freq.errors import AfreqError
@@ -65,55 +64,67 @@ def lr_milestones(epochs: int | None) -> list[int]:
 
 @register_method("fair")
 class FAIR(AnomalyModule):
-    """One restoration model per category; ``configs/method/fair.yaml`` documents the options."""
+    """One restoration model per category.
+
+    The arguments are the keys of ``configs/method/fair.yaml``, which documents them, with its
+    values as defaults (``method.filter.kind`` → ``filter_kind``, ``model.base_width`` →
+    ``base_width``, ``synth.dtd_root`` → ``dtd_root``); ``image_size`` is the side of the images
+    the network sees."""
 
     speed_modules = ("network",)
 
-    def __init__(self, cfg: DictConfig) -> None:
-        super().__init__(cfg)
-        m = cfg.method
-        self.side = int(cfg.dataset.center_crop or cfg.dataset.image_size)
-        self.input_kind = str(m.input)
+    def __init__(self, *, input: str = "highpass", filter_kind: str = "butterworth",
+                 filter_d0: float = 30.0, filter_order: int = 2, filter_scale_d0: bool = True,
+                 sobel_axes: str = "xy", sobel_ksize: int = 3, cutpaste_prob: float = 0.25,
+                 texture_prob: float = 0.25, cutpaste_mode: str = "official",
+                 texture_source: str = "dtd", beta_max: float = 0.8, rotate_prob: float = 0.3,
+                 rotate_max: float = 90.0, ssim_range: str = "code", lr: float = 1.0e-4,
+                 msgms_term: bool = True, msgms_scales: int = 2, color_term: bool = True,
+                 color_weight: float = 3.0e-4, lab_bgr_quirk: bool = True,
+                 smooth_kernel: int = 21, base_width: int = 128, dtd_root: str | None = None,
+                 image_size: int = 256, seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        self.side = int(image_size)
+        self.input_kind = str(input)
         if self.input_kind not in INPUTS:
             raise AfreqError(f"method.input '{self.input_kind}' is unknown; valid: "
                              f"{', '.join(INPUTS)}")
-        f = m.filter
-        filter_kind = str(f.kind)
+        filter_kind = str(filter_kind)
         if filter_kind not in KINDS:
             raise AfreqError(f"method.filter.kind '{filter_kind}' is unknown; valid: "
                              f"{', '.join(KINDS)}")
         # keep the paper's normalised cutoff (30/256 cycles per pixel) at other resolutions
-        self.d0 = float(f.d0) * (self.side / REFERENCE_SIZE if f.scale_d0 else 1.0)
+        self.d0 = float(filter_d0) * (self.side / REFERENCE_SIZE if filter_scale_d0 else 1.0)
         if self.d0 <= 0:
-            raise AfreqError(f"method.filter.d0={f.d0} must be positive")
+            raise AfreqError(f"method.filter.d0={filter_d0} must be positive")
         # picklable, so that the loader workers compute the training inputs too
         self.input_fn = partial(network_input, kind=self.input_kind, filter_kind=filter_kind,
-                                d0=self.d0, order=int(f.order), sobel_axes=str(m.sobel.axes),
-                                sobel_ksize=int(m.sobel.ksize))
-        self.msgms_term, self.color_term = bool(m.msgms_term), bool(m.color_term)
+                                d0=self.d0, order=int(filter_order), sobel_axes=str(sobel_axes),
+                                sobel_ksize=int(sobel_ksize))
+        self.msgms_term, self.color_term = bool(msgms_term), bool(color_term)
         if not (self.msgms_term or self.color_term):
             raise AfreqError("method.msgms_term and method.color_term are both false; "
                              "the anomaly map needs at least one of them")
-        self.color_weight, self.bgr_quirk = float(m.color_weight), bool(m.lab_bgr_quirk)
-        self.smooth, self.scales = int(m.smooth_kernel), int(m.msgms_scales)
-        self.lr = float(m.lr)
-        self.ssim_range = str(m.ssim_range)
+        self.color_weight, self.bgr_quirk = float(color_weight), bool(lab_bgr_quirk)
+        self.smooth, self.scales = int(smooth_kernel), int(msgms_scales)
+        self.lr = float(lr)
+        self.ssim_range = str(ssim_range)
         if self.ssim_range not in SSIM_RANGES:
             raise AfreqError(f"method.ssim_range={self.ssim_range} is unknown; valid: "
                              f"{', '.join(SSIM_RANGES)}")
-        width = int(cfg.model.base_width)
+        width = int(base_width)
         if width < 1:
             raise AfreqError(f"model.base_width={width} must be a positive integer")
         if self.side % 16:
             raise AfreqError(f"FAIR needs an image side divisible by 16 (4 poolings), got "
                              f"{self.side}; set dataset.image_size accordingly")
+        self.cutpaste_mode, self.texture_source = str(cutpaste_mode), str(texture_source)
         self.network = RestorationNet(INPUTS[self.input_kind], 3, width)
         self.corruptions = Corruptions(
-            self.side, int(cfg.seed), OmegaConf.select(cfg, "synth.dtd_root"),
-            cutpaste_prob=float(m.cutpaste_prob), texture_prob=float(m.texture_prob),
-            rotate_prob=float(m.rotate_prob), rotate_max=float(m.rotate_max),
-            beta=(0.0, float(m.beta_max)), cutpaste_mode=str(m.cutpaste_mode),
-            texture_source=str(m.texture_source))
+            self.side, self.seed, dtd_root, cutpaste_prob=float(cutpaste_prob),
+            texture_prob=float(texture_prob), rotate_prob=float(rotate_prob),
+            rotate_max=float(rotate_max), beta=(0.0, float(beta_max)),
+            cutpaste_mode=self.cutpaste_mode, texture_source=self.texture_source)
 
     # ---------------------------------------------------------------- shared path
 
@@ -126,9 +137,8 @@ class FAIR(AnomalyModule):
         return self.network(self.network_input(images))
 
     def protocol(self) -> dict[str, Any]:
-        m = self.cfg.method
-        return {"network_input": self.input_kind, "cutpaste_mode": str(m.cutpaste_mode),
-                "ssim_range": self.ssim_range, "texture_source": str(m.texture_source)}
+        return {"network_input": self.input_kind, "cutpaste_mode": self.cutpaste_mode,
+                "ssim_range": self.ssim_range, "texture_source": self.texture_source}
 
     def train_transform(self) -> TrainingSample:
         """Corruption and network input per sample, in the loader workers."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 from kornia.filters import gaussian_blur2d
-from omegaconf import DictConfig
 
 from anomaly_freq.contract import AnomalyModule
 from anomaly_freq.registry import register_method
@@ -36,18 +35,22 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 @register_method("freqstat")
 class FreqStat(AnomalyModule):
-    """Per-pixel z-score of high-frequency energy; no parameters are learned by gradient."""
+    """Per-pixel z-score of high-frequency energy; no parameters are learned by gradient.
+
+    The arguments are the keys of ``configs/method/freqstat.yaml``, whose values are the
+    defaults; ``image_size`` is the side of the images the method sees."""
 
     trainer_arguments = {"max_epochs": 1, "num_sanity_val_steps": 0}
 
-    def __init__(self, cfg: DictConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, *, d0: float = 16.0, energy_sigma: float = 2.0, map_sigma: float = 4.0,
+                 std_floor: float = 0.2, image_size: int = 256, seed: int = 0) -> None:
+        super().__init__(seed=seed)
         self.automatic_optimization = False
-        self.d0 = float(cfg.method.d0)
-        self.energy_sigma = float(cfg.method.energy_sigma)
-        self.map_sigma = float(cfg.method.map_sigma)
-        self.std_floor = float(cfg.method.std_floor)
-        side = cfg.dataset.center_crop or cfg.dataset.image_size
+        self.d0 = float(d0)
+        self.energy_sigma = float(energy_sigma)
+        self.map_sigma = float(map_sigma)
+        self.std_floor = float(std_floor)
+        side = int(image_size)
         self.register_buffer("mean", torch.zeros(1, 3, side, side))
         self.register_buffer("std", torch.ones(1, 3, side, side))
         self.register_buffer("fitted", torch.tensor(False))

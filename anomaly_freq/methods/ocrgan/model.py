@@ -19,12 +19,12 @@ epoch 1. ``method.fd_mode=signed``: the corrected split, whose bands sum back to
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
-from omegaconf import DictConfig
 
 from anomaly_freq.contract import AnomalyModule, full_precision, keyed_generator
 from anomaly_freq.errors import AfreqError
@@ -100,57 +100,73 @@ class TrainingSample:
 
 @register_method("ocrgan")
 class OCRGAN(AnomalyModule):
-    """Two-branch frequency U-Net generator + DCGAN discriminator, trained adversarially."""
+    """Two-branch frequency U-Net generator + DCGAN discriminator, trained adversarially.
+
+    The arguments are the keys of ``configs/method/ocrgan.yaml``, which documents them, with its
+    values as defaults (``model.ngf`` → ``ngf``); ``image_size`` is the side of the images the
+    networks see and ``batch_size`` the training batch size (``drop_last``)."""
 
     speed_modules = ("generator", "discriminator")
     ddp_find_unused_parameters = True  # the G step leaves D's parameters without gradients
 
-    def __init__(self, cfg: DictConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, *, faithful: bool = False, fd_mode: str = "auto", cs_mode: str = "auto",
+                 d_bn_after_epoch1: str = "auto", lr: float = 2.0e-4, beta1: float = 0.5,
+                 beta2: float = 0.999, weight_decay: float = 0.0, w_con: float = 50.0,
+                 w_adv: float = 1.0, w_lat: float = 1.0, d_latent_term: bool = True,
+                 forgeries: str = "both", cutpaste_area: Sequence[float] = (0.02, 0.15),
+                 cutout_side: int = 20, d_reinit_below: float = 1.0e-5, drop_last: bool = True,
+                 score_weight: float = 0.9, score_content: str = "squared",
+                 map_sigma: float = 4.0, eval_draws: int = 1, eval_seed: int = -1,
+                 ngf: int = 64, ndf: int = 64, nz: int = 100, levels: int = 0,
+                 cs_reduction: int = 2, cs_min_dim: int = 32, image_size: int = 256,
+                 batch_size: int = 32, seed: int = 0) -> None:
+        super().__init__(seed=seed)
         self.automatic_optimization = False
-        m, net = cfg.method, cfg.model
-        self.side = int(cfg.dataset.center_crop or cfg.dataset.image_size)
+        self.side = int(image_size)
         if self.side < 16 or self.side & (self.side - 1):
             raise AfreqError(f"OCR-GAN needs a power-of-two image side of at least 16 (the "
                              f"paper uses 256), got {self.side}; set dataset.image_size")
-        faithful = bool(m.faithful)
+        faithful = bool(faithful)
         # the spec's default for Table I is the code's split, faithful or not (ocrgan.md §3)
-        self.fd_mode = _resolve(m.fd_mode, faithful, "official", "official", FD_MODES, "fd_mode")
-        self.cs_mode = _resolve(m.cs_mode, faithful, "learned", "random", CS_MODES, "cs_mode")
-        self.freeze_d_bn = _resolve(m.d_bn_after_epoch1, faithful, "train", "frozen",
+        self.fd_mode = _resolve(fd_mode, faithful, "official", "official", FD_MODES, "fd_mode")
+        self.cs_mode = _resolve(cs_mode, faithful, "learned", "random", CS_MODES, "cs_mode")
+        self.freeze_d_bn = _resolve(d_bn_after_epoch1, faithful, "train", "frozen",
                                     ("train", "frozen"), "d_bn_after_epoch1") == "frozen"
-        self.forgeries = str(m.forgeries)
+        self.forgeries = str(forgeries)
         if self.forgeries not in FORGERIES:
             raise AfreqError(f"method.forgeries '{self.forgeries}' is unknown; valid: "
                              f"{', '.join(FORGERIES)}")
-        self.score_content = str(m.score_content)
+        self.score_content = str(score_content)
         if self.score_content not in ("squared", "l1"):
             raise AfreqError(f"method.score_content '{self.score_content}' is unknown; "
                              "valid: squared, l1")
-        self.eval_draws = int(m.eval_draws)
+        self.eval_draws = int(eval_draws)
         if self.eval_draws < 1:
             raise AfreqError(f"method.eval_draws={self.eval_draws} must be at least 1")
-        levels = int(net.levels) or int(math.log2(self.side))
-        if not 2 <= levels <= int(math.log2(self.side)):
-            raise AfreqError(f"model.levels={net.levels} must be between 2 and "
-                             f"log2(image side) = {int(math.log2(self.side))} (0 = that maximum)")
+        most = int(math.log2(self.side))
+        depth = int(levels) or most
+        if not 2 <= depth <= most:
+            raise AfreqError(f"model.levels={levels} must be between 2 and "
+                             f"log2(image side) = {most} (0 = that maximum)")
 
-        self.generator = TwoBranchUNet(int(net.ngf), levels, self.cs_mode, int(net.cs_reduction),
-                                       int(net.cs_min_dim))
-        self.discriminator = Discriminator(self.side, int(net.ndf), int(net.nz))
+        self.generator = TwoBranchUNet(int(ngf), depth, self.cs_mode, int(cs_reduction),
+                                       int(cs_min_dim))
+        self.discriminator = Discriminator(self.side, int(ndf), int(nz))
         init_weights(self.generator)
         init_weights(self.discriminator)
 
-        self.w_con, self.w_adv, self.w_lat = float(m.w_con), float(m.w_adv), float(m.w_lat)
-        self.d_latent_term = bool(m.d_latent_term)
-        self.d_reinit_below = float(m.d_reinit_below)
-        self.score_weight = float(m.score_weight)
-        self.map_sigma = float(m.map_sigma)
-        self.cutpaste_area = (float(m.cutpaste_area[0]), float(m.cutpaste_area[1]))
-        self.cutout_side = max(1, round(float(m.cutout_side) * self.side / REFERENCE_SIZE))
-        self.drop_last = bool(m.drop_last)
-        self.batch_size = int(cfg.dataset.batch_size)
-        self.eval_seed = int(m.eval_seed)
+        self.lr, self.betas = float(lr), (float(beta1), float(beta2))
+        self.weight_decay = float(weight_decay)
+        self.w_con, self.w_adv, self.w_lat = float(w_con), float(w_adv), float(w_lat)
+        self.d_latent_term = bool(d_latent_term)
+        self.d_reinit_below = float(d_reinit_below)
+        self.score_weight = float(score_weight)
+        self.map_sigma = float(map_sigma)
+        self.cutpaste_area = (float(cutpaste_area[0]), float(cutpaste_area[1]))
+        self.cutout_side = max(1, round(float(cutout_side) * self.side / REFERENCE_SIZE))
+        self.drop_last = bool(drop_last)
+        self.batch_size = int(batch_size)
+        self.eval_seed = int(eval_seed)
 
     # ---------------------------------------------------------------- shared path
 
@@ -162,9 +178,7 @@ class OCRGAN(AnomalyModule):
     # ---------------------------------------------------------------- training
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        m = self.cfg.method
-        kwargs = {"lr": float(m.lr), "betas": (float(m.beta1), float(m.beta2)),
-                  "weight_decay": float(m.weight_decay)}
+        kwargs = {"lr": self.lr, "betas": self.betas, "weight_decay": self.weight_decay}
         return [torch.optim.Adam(self.generator.parameters(), **kwargs),
                 torch.optim.Adam(self.discriminator.parameters(), **kwargs)]
 
@@ -233,14 +247,14 @@ class OCRGAN(AnomalyModule):
         opt_d.step()
         self.untoggle_optimizer(opt_d)
         if self._won(loss_d):  # the code restarts a discriminator that has won
-            init_weights(self.discriminator, keyed_generator(int(self.cfg.seed), "reinit",
+            init_weights(self.discriminator, keyed_generator(self.seed, "reinit",
                                                              self.global_step))
 
         if not (torch.isfinite(loss_g) and torch.isfinite(loss_d)):
             raise AfreqError(
                 f"OCR-GAN training diverged at epoch {self.current_epoch}, step "
                 f"{self.global_step}: loss_g={float(loss_g)}, loss_d={float(loss_d)} "
-                f"(method.lr={self.cfg.method.lr}); lower method.lr")
+                f"(method.lr={self.lr}); lower method.lr")
         n = images.shape[0]
         self.log_dict({"loss_g": loss_g, "loss_d": loss_d, "loss_con": loss_con},
                       prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
