@@ -340,6 +340,14 @@ RUN_VALUES = {"seed": "seed", "category": "dataset.category",
               "batch_size": "dataset.batch_size", "shot_fill": "dataset.shot_fill"}
 
 
+def build_method(cfg: DictConfig) -> Any:
+    """The run's method, ``cfg.method.name`` built from `method_arguments`."""
+    from anomaly_freq import registry
+
+    return registry.create_method(cfg.method.name,
+                                  **method_arguments(registry.get_method(cfg.method.name), cfg))
+
+
 def method_arguments(cls: type, cfg: DictConfig) -> dict[str, Any]:
     """The keyword arguments that build method class ``cls`` from the run configuration.
 

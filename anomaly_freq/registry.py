@@ -3,8 +3,8 @@
 In-tree plugins register themselves with a decorator when `anomaly_freq.methods` /
 `anomaly_freq.data` are imported; third-party packages expose a method through the entry-point
 group ``anomaly_freq.methods`` (the entry point may name the class itself or a module whose import
-registers it). Lookups import both lazily, so `create_method("fair", cfg)` works without any import
-side effect on the caller's part.
+registers it). Lookups import both lazily, so `create_method("fair", image_size=128)` works
+without any import side effect on the caller's part.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-from anomaly_freq.config import method_arguments
 from anomaly_freq.errors import AfreqError
 
 METHOD_ENTRY_POINTS = "anomaly_freq.methods"
@@ -67,11 +66,11 @@ def get_dataset(name: str) -> type:
     return _lookup(_DATASETS, "dataset", name, list_datasets)
 
 
-def create_method(name: str, cfg: Any) -> Any:
-    """Instantiate the registered method ``name`` from the run configuration, with the
-    keyword arguments `anomaly_freq.config.method_arguments` reads from it."""
-    cls = get_method(name)
-    return cls(**method_arguments(cls, cfg))
+def create_method(name: str, **kwargs: Any) -> Any:
+    """The registered method ``name`` built from its keyword arguments (timm's
+    ``create_model``): ``create_method("fair", base_width=16, image_size=128)``. From a run
+    configuration: `anomaly_freq.config.build_method`."""
+    return get_method(name)(**kwargs)
 
 
 def create_dataset(name: str, cfg: Any) -> Any:

@@ -54,7 +54,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from anomaly_freq import registry
-from anomaly_freq.config import load_config, speed_options
+from anomaly_freq.config import build_method, load_config, speed_options
 from anomaly_freq.contract import check_outputs, keyed_generator
 from anomaly_freq.data import AnomalyDataModule, cache_dir
 from anomaly_freq.data.cache import DecodeCache
@@ -354,11 +354,11 @@ def fit(trainer: pl.Trainer, method: Any, **kwargs: Any) -> None:
         trainer.fit(method, **kwargs)
 
 
-def build_method(name: str, overrides: list[str], backend: str | None = None) -> Any:
+def method_for(name: str, overrides: list[str], backend: str | None = None) -> Any:
     """The method as `engine.run_category` builds it: config, registry, speed options."""
     cfg = load_config(overrides)
     torch.manual_seed(0)
-    method = registry.create_method(cfg.method.name, cfg)
+    method = build_method(cfg)
     method.apply_speed_options(**speed_options(cfg), compile_backend=backend)
     return method
 
@@ -461,7 +461,7 @@ class ModelBench:
 
     def infer(self, job: ModelJob) -> dict[str, Any]:
         device = self.plan.device
-        method = build_method(job.method, [*job.overrides, *variant_overrides(job.variant)],
+        method = method_for(job.method, [*job.overrides, *variant_overrides(job.variant)],
                               self.plan.compile_backend)
         _, images = self.data(job, method)
         method = method.to(device).eval()
@@ -502,7 +502,7 @@ class ModelBench:
         compiled = "compile" in job.variant
         warmup = self.plan.compile_warmup if compiled else self.plan.warmup
         steps = warmup + self.plan.timed
-        method = build_method(job.method, [*job.overrides, *variant_overrides(job.variant)],
+        method = method_for(job.method, [*job.overrides, *variant_overrides(job.variant)],
                               self.plan.compile_backend)
         items, _ = self.data(job, method)
         # one epoch of exactly `steps` full batches (the same items again: no synthesis, no
@@ -598,7 +598,7 @@ class LoaderBench:
     def fair_transform(self, cfg: Any) -> Any:
         if self.transform is None:
             torch.manual_seed(0)
-            self.transform = registry.create_method(cfg.method.name, cfg).train_transform()
+            self.transform = build_method(cfg).train_transform()
         return self.transform
 
     def measure(self, workers: int, cache: str) -> dict[str, Any]:
@@ -641,7 +641,7 @@ class LoaderBench:
         workers = self.plan.wait_workers
         cfg_data = load_config(loader_overrides(self.plan, workers, "disk", self.root))
         pl.seed_everything(int(cfg_data.seed), workers=True, verbose=False)
-        method = build_method("fair", loader_overrides(self.plan, workers, "disk", self.root))
+        method = method_for("fair", loader_overrides(self.plan, workers, "disk", self.root))
         dm = build_datamodule(cfg_data, method.train_transform(), self.cache_root)
         timer = StepTimer(self.plan.device)
         steps = self.plan.wait_warmup + self.plan.wait_steps

@@ -10,8 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-from anomaly_freq import registry
-from anomaly_freq.config import load_config
+from anomaly_freq.config import build_method, load_config
 from anomaly_freq.data.datamodule import SampleDataset
 from anomaly_freq.data.fewshot import RotatedCopies
 from anomaly_freq.data.images import binarise, decode_mask
@@ -116,7 +115,7 @@ def test_dfd_code_fill_is_the_corner_where_the_code_thresholds_a_foreground(data
                                                                             fill):
     cfg = load_config(["method=dfd", f"dataset={dataset}", f"dataset.category={category}",
                        "backbone.name=resnet18", "backbone.pretrained=false"])
-    assert shot_fill(cfg, registry.create_method("dfd", cfg)) == fill
+    assert shot_fill(cfg, build_method(cfg)) == fill
 
 
 def test_bad_mask_rule_and_shot_fill_values():
@@ -124,7 +123,7 @@ def test_bad_mask_rule_and_shot_fill_values():
                                          "fair_code, dfd_code"):
         SampleDataset([], "c", 32, mask_rule="soft")
     cfg = load_config(["method=fair_fast", "dataset.shot_fill=grey"])
-    method = registry.create_method("fair", cfg)
+    method = build_method(cfg)
     with pytest.raises(AfreqError, match="dataset.shot_fill=grey is unknown; valid: zero, "
                                          "corner, code"):
         shot_fill(cfg, method)

@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
-from anomaly_freq import registry
-from anomaly_freq.config import load_config
+from anomaly_freq.config import build_method, load_config
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.methods.dfd import features, fusion, losses
 from anomaly_freq.methods.dfd.synthesis import PseudoAnomalies
@@ -22,7 +21,7 @@ WRN = ["method=dfd", "backbone.pretrained=false", "dataset.category=weave"]
 
 @pytest.fixture(scope="module")
 def wrn_model():
-    return registry.create_method("dfd", load_config(WRN)).eval()
+    return build_method(load_config(WRN)).eval()
 
 
 def _count(module, trainable):
@@ -220,8 +219,7 @@ def test_config_defaults_and_per_dataset_values():
 
 
 def test_learning_rates_and_cosine_schedule():
-    model = registry.create_method(
-        "dfd", load_config(["method=dfd_fast", "dataset.category=weave"]))
+    model = build_method(load_config(["method=dfd_fast", "dataset.category=weave"]))
     config = model.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
     assert [g["lr"] for g in optimizer.param_groups] == [5e-4, 2e-4, 1e-4]
@@ -234,8 +232,7 @@ def test_learning_rates_and_cosine_schedule():
 
 
 def test_scores_do_not_depend_on_the_rest_of_the_batch():
-    model = registry.create_method(
-        "dfd", load_config(["method=dfd_fast", "dataset.category=weave"])).eval()
+    model = build_method(load_config(["method=dfd_fast", "dataset.category=weave"])).eval()
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         together = model.predict_step({"image": x})

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 import anomaly_freq.methods.fair  # noqa: F401  (registers "fair")
-from anomaly_freq import registry
-from anomaly_freq.config import load_config
+from anomaly_freq.config import build_method, load_config
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.freq import butterworth_highpass
 from anomaly_freq.methods.fair import FAIR
@@ -188,7 +187,7 @@ TINY = ["model.base_width=4", "dataset.image_size=64", "eval.resolution=64"]
 
 
 def _method(*overrides: str) -> FAIR:
-    return registry.create_method("fair", load_config(["method=fair", *TINY, *overrides]))
+    return build_method(load_config(["method=fair", *TINY, *overrides]))
 
 
 def test_highpass_input_is_the_shared_butterworth_filter_with_scaled_cutoff():
@@ -260,7 +259,7 @@ def test_bad_options_raise_a_clear_error(override, needle):
 
 def test_state_dict_holds_only_the_network_and_round_trips(tmp_path):
     cfg = load_config(["method=fair", *TINY])
-    fair = registry.create_method("fair", cfg).eval()
+    fair = build_method(cfg).eval()
     assert all(key.startswith("network.") for key in fair.state_dict())
     save_checkpoint(fair, cfg, tmp_path / "model.pt")
     loaded, _ = load_checkpoint(tmp_path / "model.pt", expected_method="fair")

@@ -8,8 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from anomaly_freq import registry
-from anomaly_freq.config import load_config
+from anomaly_freq.config import build_method, load_config
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.methods.ocrgan import OCRGAN, ChannelSelection, Discriminator, TwoBranchUNet
 from anomaly_freq.methods.ocrgan.model import decouple
@@ -22,7 +21,7 @@ SMALL = ["method=ocrgan", "model.ngf=4", "model.ndf=4", "dataset.image_size=32",
 
 
 def small_model(*overrides: str) -> OCRGAN:
-    return registry.create_method("ocrgan", load_config([*SMALL, *overrides]))
+    return build_method(load_config([*SMALL, *overrides]))
 
 
 def test_parameter_counts_match_the_official_definitions():
@@ -172,5 +171,5 @@ def test_one_rule_for_the_frequency_split():
     # corrected split (ocrgan.md §3, docs/protocol.md)
     assert small_model().fd_mode == "official"
     assert (small_model().cs_mode, small_model().freeze_d_bn) == ("learned", False)
-    fast = registry.create_method("ocrgan", load_config(["method=ocrgan_fast"]))
+    fast = build_method(load_config(["method=ocrgan_fast"]))
     assert fast.fd_mode == "signed"

@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from anomaly_freq import registry
+from anomaly_freq.config import build_method
 from anomaly_freq.contract import AnomalyModule
 from anomaly_freq.errors import AfreqError
 from tests.conftest import TINY_SYNTHETIC, run_cli
@@ -63,7 +64,7 @@ def test_decorator_registers_and_create_method_builds(tmp_path):
     try:
         assert "tmp_dummy" in registry.list_methods()
         cfg = load_config(["method=tmp_dummy"])
-        assert isinstance(registry.create_method("tmp_dummy", cfg), Dummy)
+        assert isinstance(build_method(cfg), Dummy)
     finally:
         registry._METHODS.pop("tmp_dummy")
 

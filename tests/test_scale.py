@@ -15,7 +15,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 from sklearn.metrics import roc_auc_score
 
 from anomaly_freq import registry
-from anomaly_freq.config import load_config, speed_options
+from anomaly_freq.config import build_method, load_config, speed_options
 from anomaly_freq.contract import AnomalyModule
 from anomaly_freq.data import AnomalyDataModule, cache_dir
 from anomaly_freq.data.cache import DecodeCache
@@ -43,7 +43,7 @@ def _datamodule(name: str, workers: int) -> AnomalyDataModule:
     if cfg.dataset.shots:
         from anomaly_freq.data.fewshot import draw_shots
         train = draw_shots(train, cfg.dataset.shots, cfg.dataset.shot_seed)
-    method = registry.create_method(cfg.method.name, cfg)
+    method = build_method(cfg)
     cache = DecodeCache("none", cache_dir() / "decoded")
     return AnomalyDataModule.from_config(cfg, train, test, "weave", cache,
                                          method.train_transform())
@@ -125,8 +125,8 @@ def test_two_process_ddp_writes_one_folder_and_scores_each_image_once(tmp_path, 
                                                    abs=1e-12)
     protocol = json.loads((folder / "protocol.json").read_text())
     assert protocol["processes"] == 2 and protocol["resize"] == "pil"
-    assert protocol["method_settings"] == registry.create_method(
-        name, load_config([*overrides])).protocol()  # what the run's `auto`s resolved to
+    # what the run's `auto`s resolved to
+    assert protocol["method_settings"] == build_method(load_config([*overrides])).protocol()
     assert done.stdout.count("afreq run:") == 1  # rank 1 reports nothing
     calibrated = [image["path"] for image in json.loads(
         (folder / "calibration.json").read_text())["images"]]  # the presets calibrate in-sample
@@ -211,7 +211,7 @@ def test_impossible_trainer_settings_fail_in_one_line_before_a_folder(tmp_path, 
 def test_a_gan_over_several_devices_finds_unused_parameters():
     from anomaly_freq.run.engine import trainer_kwargs
 
-    model = registry.create_method("ocrgan", load_config(["method=ocrgan_fast"]))
+    model = build_method(load_config(["method=ocrgan_fast"]))
     for strategy in ("ddp", "auto"):
         cfg = load_config(["method=ocrgan_fast", "trainer.devices=2",
                            f"trainer.strategy={strategy}"])
@@ -223,7 +223,7 @@ def test_a_gan_over_several_devices_finds_unused_parameters():
 def test_ocrgan_skips_only_batches_smaller_than_its_ranks_share():
     from types import SimpleNamespace
 
-    model = registry.create_method("ocrgan", load_config(["method=ocrgan_fast"]))
+    model = build_method(load_config(["method=ocrgan_fast"]))
     share = SimpleNamespace(sampler=range(6), dataset=range(12))  # rank's 6 of 12 images
     model._trainer = SimpleNamespace(train_dataloader=share)
     assert not model._skip(6)  # every batch of a rank holding fewer images than a batch trains
@@ -254,7 +254,7 @@ SPEED = {"fair": ["method=fair", "model.base_width=4", "dataset.image_size=32",
 def _model(name: str, *extra: str) -> AnomalyModule:
     cfg = load_config([*SPEED[name], *extra])
     torch.manual_seed(0)
-    model = registry.create_method(name, cfg)
+    model = build_method(cfg)
     model.apply_speed_options(**speed_options(cfg))
     return model.eval()
 

@@ -10,6 +10,7 @@ from anomaly_freq import registry
 from anomaly_freq.config import (
     CONFIG_DIR,
     FRAMEWORK_KEYS,
+    build_method,
     constructor_parameters,
     group_layers,
     load_config,
@@ -69,7 +70,7 @@ def test_each_method_builds_and_predicts_from_typed_arguments_alone(name):
 def test_a_key_the_constructor_does_not_take_is_refused_in_one_line(override, key):
     cfg = load_config(["method=fair", override])
     with pytest.raises(AfreqError, match=rf"'{key}'.*FAIR") as caught:
-        registry.create_method("fair", cfg)
+        build_method(cfg)
     assert "\n" not in str(caught.value)
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from anomaly_freq import __version__, registry
+from anomaly_freq import __version__
+from anomaly_freq.config import build_method
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.files import replacing
 
@@ -67,7 +68,7 @@ def read_checkpoint(path: Path, expected_method: str | None = None) -> Checkpoin
         # the state_dict already holds the backbone: building it must not fetch weights again
         config["backbone"].update(pretrained=False, weights=None)
     cfg = OmegaConf.create(config)
-    method = registry.create_method(name, cfg)
+    method = build_method(cfg)
     try:
         method.load_state_dict(payload["state_dict"])
     except RuntimeError as err:

@@ -24,7 +24,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from anomaly_freq import registry
-from anomaly_freq.config import config_to_yaml, speed_options
+from anomaly_freq.config import build_method, config_to_yaml, speed_options
 from anomaly_freq.data import AnomalyDataModule, DatasetSource, Sample, cache_dir
 from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.data.check import check_files
@@ -109,7 +109,7 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
     split = calibration.split_training_images(cfg, train)
     train = split.train
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    method = registry.create_method(cfg.method.name, cfg)
+    method = build_method(cfg)
     method.apply_speed_options(**speed_options(cfg))
     evaluator = _make_evaluator(cfg)
     shared, scorer = SharedRunDir(), EvaluatorCallback(evaluator)

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomaly_freq import registry
-from anomaly_freq.config import load_config
+from anomaly_freq.config import build_method, load_config
 from anomaly_freq.data import synthetic, visa
 from anomaly_freq.data.sources import MVTEC_OBJECTS, MVTEC_TEXTURES
 from anomaly_freq.errors import AfreqError
@@ -237,7 +236,7 @@ def _reproduced_summary(metric: str, points: list[Point],
         return None, NOT_RUN
     if metric == "params_mb":  # a property of the model, counted on a freshly built one
         cfg = load_config(list(points[0].overrides))
-        model = registry.create_method(cfg.method.name, cfg)
+        model = build_method(cfg)
         value = sum(p.numel() for p in model.parameters()) / 2**20
         return value, _fmt(value)
     if metric not in OUR_METRIC:
