@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from anomaly_freq.config import load_config
 from anomaly_freq.methods.ocrgan import OCRGAN
-from anomaly_freq.methods.ocrgan.networks import count_parameters
+from anomaly_freq.parameters import count_parameters
 from benchmarks.common import Section, best_time
 
 SIZE = 256

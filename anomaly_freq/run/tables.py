@@ -22,6 +22,7 @@ from anomaly_freq.data.sources import MVTEC_OBJECTS, MVTEC_TEXTURES
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.files import write_atomic
 from anomaly_freq.metrics.monitor import PREFIX
+from anomaly_freq.parameters import count_parameters
 from anomaly_freq.run.published import PUBLISHED_DIR, load_published
 from anomaly_freq.run.sweep import Point, Sweep, expand, load_sweep
 
@@ -238,7 +239,7 @@ def _reproduced_summary(metric: str, points: list[Point],
     if metric == "params_mb":  # a property of the model, counted on a freshly built one
         cfg = load_config(list(points[0].overrides))
         model = registry.create_method(cfg.method.name, cfg)
-        value = sum(p.numel() for p in model.parameters()) / 2**20
+        value = count_parameters(model) / 2**20
         return value, _fmt(value)
     if metric not in OUR_METRIC:
         return None, "not measured"

@@ -23,12 +23,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from kornia.filters import gaussian_blur2d
 from omegaconf import DictConfig
 
 from anomaly_freq.contract import AnomalyModule, full_precision, keyed_generator
 from anomaly_freq.errors import AfreqError
-from anomaly_freq.freq import gaussian_pyramid_split
+from anomaly_freq.freq import gaussian_pyramid_split, gaussian_smooth
 from anomaly_freq.methods.ocrgan.networks import (
     CS_MODES,
     Discriminator,
@@ -295,10 +294,8 @@ class OCRGAN(AnomalyModule):
                 amap += diff.abs().mean(1, keepdim=True)
         score, amap = score / self.eval_draws, amap / self.eval_draws
         if self.map_sigma > 0:
-            k = 2 * int(4 * self.map_sigma + 0.5) + 1
             with full_precision(amap):
-                amap = gaussian_blur2d(amap, (k, k), (self.map_sigma, self.map_sigma),
-                                       border_type="reflect")
+                amap = gaussian_smooth(amap, self.map_sigma, border="mirror")
         return {"anomaly_map": amap, "pred_score": score}
 
 
