@@ -257,18 +257,12 @@ class OCRGAN(AnomalyModule):
     # ---------------------------------------------------------------- inference
 
     def on_predict_start(self) -> None:
-        self._seed_eval_rng()
-
-    def on_predict_end(self) -> None:
-        self.generator.set_generator(None)  # back to training's RNG (the test-set monitor)
-
-    def on_test_start(self) -> None:
-        self._seed_eval_rng()
-
-    def _seed_eval_rng(self) -> None:
         if self.cs_mode == "random" and self.eval_seed >= 0:
             rng = torch.Generator(device=self.device).manual_seed(self.eval_seed)
             self.generator.set_generator(rng)
+
+    def on_predict_end(self) -> None:
+        self.generator.set_generator(None)  # back to training's RNG (the test-set monitor)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, torch.Tensor]:
         """Raw score 0.9 · content error + 0.1 · feature error, and a pixel map.
