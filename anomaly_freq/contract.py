@@ -99,9 +99,6 @@ class AnomalyModule(pl.LightningModule):
         """Return ``{"anomaly_map": B×1×H×W, "pred_score": B}`` for ``batch["image"]``."""
         raise NotImplementedError
 
-    def test_step(self, batch: Batch, batch_idx: int = 0) -> Prediction:
-        return self.predict_step(batch, batch_idx)
-
     def protocol(self) -> dict[str, Any]:
         """Effective values of the method's settings that change the protocol (what an
         ``auto`` resolved to, say), recorded in protocol.json."""

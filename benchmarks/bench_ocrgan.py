@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from anomaly_freq.methods.ocrgan import OCRGAN
-from anomaly_freq.methods.ocrgan.networks import count_parameters
+from anomaly_freq.parameters import count_parameters
 from benchmarks.common import Section, best_time
 
 SIZE = 256

@@ -35,6 +35,17 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.C
     )
 
 
+def naive_code_normalise(part):
+    """DFD's pixel normalisation as its code writes it, for one discriminator's maps N×H×W of
+    a set: the broadcasting gives entry [i, j] = (P_j − min P_i) / r_i (an N×N×H×W
+    intermediate, so tiny inputs only), then the mean over i."""
+    flat = part.reshape(part.shape[0], -1)
+    low = flat.amin(1)[:, None, None]
+    high = flat.amax(1)[:, None, None]
+    scaled = (part[None] - low[:, None]) / (high - low)[:, None]
+    return scaled.mean(0)
+
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 # The example in the plugin guide is the plugin the tests install, so the guide stays correct.
 PLUGIN_SOURCE = (DOCS / "plugins.md").read_text().split("```python\n")[1].split("```")[0]

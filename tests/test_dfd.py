@@ -12,9 +12,13 @@ from scipy.ndimage import gaussian_filter
 
 from anomaly_freq.config import build_method, load_config
 from anomaly_freq.errors import AfreqError
-from anomaly_freq.methods.dfd import features, fusion, losses
+from anomaly_freq.freq import gaussian_smooth
+from anomaly_freq.methods.dfd import features, losses
 from anomaly_freq.methods.dfd.synthesis import PseudoAnomalies
+from anomaly_freq.metrics.normalisation import dfd_code_slip
+from anomaly_freq.parameters import count_parameters
 from anomaly_freq.run.engine import run
+from tests.conftest import naive_code_normalise
 
 WRN = ["method=dfd", "backbone.pretrained=false", "dataset.category=weave"]
 
@@ -24,17 +28,13 @@ def wrn_model():
     return build_method(load_config(WRN)).eval()
 
 
-def _count(module, trainable):
-    return sum(p.numel() for p in module.parameters() if p.requires_grad == trainable)
-
-
 def test_trainable_parameters_match_the_spec(wrn_model):
     m = wrn_model
-    assert _count(m, True) == 36_213_760  # 36.21 M (spec §7)
-    assert _count(m, False) == 24_862_528  # frozen WRN-50-2 through layer3: 24.86 M
-    assert round(_count(m.adaptor, True) / 1e6, 2) == 2.36
-    assert round(_count(m.gaussian, True) / 1e6, 2) == 1.58
-    assert round(_count(m.perlin, True) / 1e6, 2) == 32.28
+    assert count_parameters(m, trainable=True) == 36_213_760  # 36.21 M (spec §7)
+    assert count_parameters(m, trainable=False) == 24_862_528  # frozen WRN-50-2 to layer3: 24.86 M
+    assert round(count_parameters(m.adaptor, trainable=True) / 1e6, 2) == 2.36
+    assert round(count_parameters(m.gaussian, trainable=True) / 1e6, 2) == 1.58
+    assert round(count_parameters(m.perlin, trainable=True) / 1e6, 2) == 32.28
     assert m.perlin.pos_embed.shape == (1, 1025, 1536)
     attention = m.perlin.block.attn
     assert attention.num_heads == 16 and attention.head_dim == 96
@@ -107,7 +107,7 @@ def test_local_aggregation_equals_the_unfold_pipeline(dim):
                                               ((1, 2, 16, 16), 1.5)])
 def test_smoothing_matches_scipy(shape, sigma):
     x = torch.rand(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    ours = fusion.gaussian_smooth(x, sigma).numpy()
+    ours = gaussian_smooth(x, sigma).numpy()
     ref = np.stack([[gaussian_filter(c, sigma, mode="reflect", truncate=4.0) for c in img]
                     for img in x.numpy()])
     assert np.abs(ours - ref).max() < 1e-10
@@ -116,8 +116,9 @@ def test_smoothing_matches_scipy(shape, sigma):
 def test_closed_form_equals_the_codes_broadcast_normalisation():
     parts = torch.rand(2, 5, 6, 6, generator=torch.Generator().manual_seed(4),
                        dtype=torch.float64)
-    expected = (fusion.naive_code_normalise(parts[0]) + fusion.naive_code_normalise(parts[1])) / 2
-    assert torch.allclose(fusion.code_exact_normalise(parts), expected)
+    expected = (naive_code_normalise(parts[0]) + naive_code_normalise(parts[1])) / 2
+    slip = dfd_code_slip([image.numpy() for image in parts.transpose(0, 1)])
+    assert torch.allclose(torch.from_numpy(np.stack(slip)), expected)
 
 
 def test_losses_follow_the_code():

@@ -19,6 +19,7 @@ from anomaly_freq.methods.fair.anomaly import anomaly_map, restoration_loss, ssi
 from anomaly_freq.methods.fair.model import lr_milestones
 from anomaly_freq.methods.fair.network import RestorationNet, parameter_count
 from anomaly_freq.methods.fair.synthesis import Corruptions
+from anomaly_freq.parameters import count_parameters
 from anomaly_freq.run.checkpoint import load_checkpoint, save_checkpoint
 from anomaly_freq.run.engine import run
 
@@ -41,7 +42,7 @@ def one_thread():
 def test_parameter_counts_match_the_spec(width, expected):
     with torch.device("meta"):  # shapes only, no 276 MB allocation for c = 128
         net = RestorationNet(in_channels=1, out_channels=3, base_width=width)
-    assert sum(p.numel() for p in net.parameters()) == expected
+    assert count_parameters(net) == expected
     assert parameter_count(1, width) == expected
     assert round(expected / 2**20, 1) == {128: 65.8, 64: 16.5, 32: 4.1}[width]  # Table 5 "MB"
 

@@ -19,6 +19,7 @@ from anomaly_freq.metrics import (
     f1_max,
     pro_curve,
 )
+from tests.conftest import naive_code_normalise
 
 RNG = np.random.default_rng(0)
 
@@ -371,8 +372,6 @@ def test_evaluator_callback_checks_the_contract(tmp_path):
 
 
 def test_evaluator_dfd_code_normalisation_is_the_codes_broadcasting(tmp_path):
-    from anomaly_freq.methods.dfd.fusion import naive_code_normalise
-
     batch, outputs = make_batch(tmp_path)
     size = outputs["anomaly_map"].shape[-1]
     second = torch.rand(outputs["anomaly_map"].shape, generator=torch.Generator().manual_seed(1))

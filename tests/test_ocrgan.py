@@ -12,7 +12,7 @@ from anomaly_freq.config import build_method, load_config
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.methods.ocrgan import OCRGAN, ChannelSelection, Discriminator, TwoBranchUNet
 from anomaly_freq.methods.ocrgan.model import decouple
-from anomaly_freq.methods.ocrgan.networks import count_parameters
+from anomaly_freq.parameters import count_parameters
 from anomaly_freq.run.engine import run
 
 # Reduced widths at 32×32: a model builds in milliseconds.

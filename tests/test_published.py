@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from anomaly_freq.data.sources import MVTEC_OBJECTS, MVTEC_TEXTURES
+from anomaly_freq.data.mvtec_ad import OBJECTS as MVTEC_OBJECTS
+from anomaly_freq.data.mvtec_ad import TEXTURES as MVTEC_TEXTURES
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.run.published import CATEGORIES, PUBLISHED_DIR, load_published, validate
 

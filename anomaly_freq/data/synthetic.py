@@ -13,10 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig
 from PIL import Image
 
+from anomaly_freq.data.mvtec_layout import Sample, read_category
+from anomaly_freq.data.sources import DatasetSource, cache_dir
 from anomaly_freq.data.staging import build_once
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.registry import register_dataset
 
 GENERATOR_VERSION = 1
 
@@ -307,3 +311,30 @@ def ensure_generated(root: Path, spec: SyntheticSpec) -> Path:
             write_category(staging, category, spec)
 
     return build_once(root / spec.folder_name(), build, f"generator v{GENERATOR_VERSION}")
+
+
+@register_dataset("synthetic")
+class SyntheticSource(DatasetSource):
+    """The embedded procedural set, generated on first use under the cache folder."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        d = cfg.dataset
+        self.spec = SyntheticSpec(
+            seed=d.seed, size=d.size, n_train=d.n_train, n_test_good=d.n_test_good,
+            n_test_per_defect=d.n_test_per_defect, defect_strength=d.defect_strength,
+        )
+
+    def root(self) -> Path:
+        base = Path(self.cfg.dataset.root) if self.cfg.dataset.root else cache_dir()
+        return ensure_generated(base / "synthetic", self.spec)
+
+    def categories(self) -> list[str]:
+        return list(CATEGORIES)
+
+    def group(self, category: str) -> str:
+        return CATEGORIES[category].group
+
+    def samples(self, category: str) -> tuple[list[Sample], list[Sample]]:
+        self.check_category(category)
+        return read_category(self.root() / category)

@@ -1,4 +1,4 @@
-"""VisA: convert the raw archive layout once into the MVTec layout under ``visa_pytorch/``.
+"""VisA: the raw archive layout is converted once into the MVTec layout under ``visa_pytorch/``.
 
 Raw: ``<root>/<obj>/Data/Images/{Normal,Anomaly}/*.JPG``, ``<root>/<obj>/Data/Masks/Anomaly/*.png``
 and ``<root>/split_csv/1cls.csv`` (columns object, split, label, image, mask). Converted:
@@ -18,10 +18,12 @@ import numpy as np
 from PIL import Image
 
 from anomaly_freq.data.images import open_image
-from anomaly_freq.data.mvtec_layout import has_layout, layout_folders
+from anomaly_freq.data.mvtec_layout import Sample, has_layout, layout_folders, read_category
 from anomaly_freq.data.progress import track
+from anomaly_freq.data.sources import DatasetSource, refuse_without_layout
 from anomaly_freq.data.staging import MARKER, build_once
 from anomaly_freq.errors import AfreqError
+from anomaly_freq.registry import register_dataset
 
 OBJECTS = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
            "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum")
@@ -120,3 +122,34 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+@register_dataset("visa")
+class VisASource(DatasetSource):
+    """VisA with the 1cls split (raw archive converted once, or an already-converted tree); other
+    folders in the converted layout are categories too."""
+
+    expected = ("candle/Data/..., split_csv/1cls.csv (raw) or visa_pytorch/<object>/ "
+                "(converted)")
+
+    def categories(self) -> list[str]:
+        return [*OBJECTS, *extra_objects(self.root())]
+
+    def present(self) -> list[str]:
+        return [c for c in self.categories() if is_present(self.root(), c)]
+
+    def group(self, category: str) -> str:
+        return GROUPS.get(category, "")
+
+    def check_category(self, category: str) -> None:
+        root = self.root()
+        refuse_without_layout(self, category, *candidates(root, category))
+        super().check_category(category)
+
+    def samples(self, category: str) -> tuple[list[Sample], list[Sample]]:
+        self.check_category(category)
+        root = self.root()
+        folder = category_dir(root, category) if root.is_dir() else None
+        if folder is None:
+            raise self.not_found()
+        return read_category(folder)

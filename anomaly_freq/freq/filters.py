@@ -9,7 +9,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
+from kornia.color import rgb_to_grayscale
+from kornia.filters import filter2d
 
 from anomaly_freq.errors import AfreqError
 
@@ -86,7 +87,7 @@ def to_grey(x: torch.Tensor) -> torch.Tensor:
     """
     if x.dim() != 4 or x.shape[1] != 3:
         raise AfreqError(f"grey conversion needs B×3×H×W RGB images, got shape {tuple(x.shape)}")
-    return (x[:, 0:1] * 0.299).add_(x[:, 1:2], alpha=0.587).add_(x[:, 2:3], alpha=0.114)
+    return rgb_to_grayscale(x)
 
 
 def butterworth_highpass(x: torch.Tensor, d0: float = 30.0, order: int = 2,
@@ -102,10 +103,7 @@ def butterworth_highpass(x: torch.Tensor, d0: float = 30.0, order: int = 2,
 
 def _depthwise(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Correlate each channel with ``kernel`` using OpenCV's default reflect-101 border."""
-    k = kernel.to(x)
-    pad = (k.shape[1] // 2, k.shape[1] // 2, k.shape[0] // 2, k.shape[0] // 2)
-    c = x.shape[1]
-    return F.conv2d(F.pad(x, pad, mode="reflect"), k.expand(c, 1, *k.shape), groups=c)
+    return filter2d(x, kernel[None], border_type="reflect")
 
 
 _SMOOTH = {3: torch.tensor([1.0, 2, 1]), 5: torch.tensor([1.0, 4, 6, 4, 1])}
@@ -120,6 +118,7 @@ def sobel(x: torch.Tensor, axes: str = "xy", ksize: int = 3) -> torch.Tensor:
     >>> sobel(torch.rand(1, 1, 16, 16)).shape
     torch.Size([1, 2, 16, 16])
     """
+    # not kornia's sobel/spatial_gradient: they replicate the border and have no 5×5 first order
     if ksize not in _SMOOTH or not axes or set(axes) - {"x", "y"}:
         raise AfreqError(f"sobel needs ksize 3 or 5 and axes x, y or xy (got {ksize}, {axes})")
     kx = torch.outer(_SMOOTH[ksize], _DERIV[ksize])
@@ -133,4 +132,5 @@ def laplacian(x: torch.Tensor) -> torch.Tensor:
     >>> float(laplacian(torch.ones(1, 1, 5, 5)).abs().max())
     0.0
     """
+    # kornia's laplacian(kernel_size=3) is the 8-neighbour kernel, not OpenCV's ksize=1
     return _depthwise(x, torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]))

@@ -22,6 +22,7 @@ from anomaly_freq.contract import check_outputs
 from anomaly_freq.data.images import binarise, check_mask_rule, image_size
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.metrics import functional as fn
+from anomaly_freq.metrics.normalisation import dfd_code_slip, minmax, minmax_parts_summed
 from anomaly_freq.metrics.pro import DEFAULT_STEPS, aupro, check_variant
 
 # minmax: per part over the test set, then summed (the papers' intent); dfd_code: image scores as
@@ -131,24 +132,18 @@ class Evaluator:
     def scores(self) -> np.ndarray:
         """Image scores as scored: raw, or min-max scaled over the test set (per part, summed)."""
         if self.normalisation != "none" and self.score_parts:
-            return _minmax(np.stack(self.score_parts)).sum(1)
+            return minmax(np.stack(self.score_parts)).sum(1)
         values = np.array([r["pred_score"] for r in self.rows])
-        return values if self.normalisation == "none" else _minmax(values)
+        return values if self.normalisation == "none" else minmax(values)
 
     def final_maps(self) -> list[np.ndarray]:
         """Maps as scored: raw, or min-max scaled over all test maps (per part, summed)."""
         if self.normalisation == "none":
             return self.maps
+        parts = self.parts or [m[None] for m in self.maps]
         if self.normalisation == "dfd_code":
-            return _slip_normalise(self.parts or [m[None] for m in self.maps])
-        if self.parts:
-            k = self.parts[0].shape[0]
-            low = [min(p[j].min() for p in self.parts) for j in range(k)]
-            high = [max(p[j].max() for p in self.parts) for j in range(k)]
-            return [sum((p[j] - low[j]) / max(high[j] - low[j], 1e-12) for j in range(k))
-                    for p in self.parts]
-        low, high = min(m.min() for m in self.maps), max(m.max() for m in self.maps)
-        return [(m - low) / max(high - low, 1e-12) for m in self.maps]
+            return dfd_code_slip(parts)
+        return minmax_parts_summed(parts)
 
     def compute(self, pixel: bool = True) -> dict[str, float]:
         """Image metrics, and pixel metrics when every anomalous test image has a mask (and
@@ -203,26 +198,6 @@ def _resize(amap: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
     if tuple(amap.shape[-2:]) != tuple(shape):
         amap = F.interpolate(amap[None], size=shape, mode="bilinear", align_corners=False)[0]
     return amap.numpy()
-
-
-def _slip_normalise(parts: list[np.ndarray]) -> list[np.ndarray]:
-    """DFD's code over a set of K×H×W map parts: each part j becomes a_j·P − c_j, with
-    a_j = mean_i 1/r_i and c_j = mean_i min_i/r_i over the set's maps (r_i = max − min), then
-    the K parts are averaged (`methods.dfd.fusion.code_exact_normalise` in NumPy)."""
-    k = parts[0].shape[0]
-    out = [np.zeros(p.shape[1:], np.float64) for p in parts]
-    for j in range(k):
-        low = np.array([p[j].min() for p in parts], np.float64)
-        r = np.maximum(np.array([p[j].max() for p in parts], np.float64) - low, 1e-12)
-        a, c = (1 / r).mean(), (low / r).mean()
-        for acc, p in zip(out, parts, strict=True):
-            acc += a * p[j] - c
-    return [(acc / k).astype(np.float32) for acc in out]
-
-
-def _minmax(values: np.ndarray) -> np.ndarray:
-    low, high = values.min(0), values.max(0)
-    return (values - low) / np.maximum(high - low, 1e-12)
 
 
 class EvaluatorCallback(pl.Callback):

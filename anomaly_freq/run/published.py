@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomaly_freq.data import visa
-from anomaly_freq.data.sources import MVTEC_OBJECTS, MVTEC_TEXTURES
+from anomaly_freq.data import cifar10, dagm, mvtec_ad, visa
 from anomaly_freq.errors import AfreqError
 
 PUBLISHED_DIR = Path(__file__).resolve().parents[2] / "experiments" / "published"
@@ -20,12 +19,11 @@ COLUMNS = ["paper", "version", "table", "dataset", "category", "setting", "metri
            "notes"]
 SUMMARY_ROWS = ("mean", "mean_texture", "mean_object")
 CATEGORIES = {
-    "mvtec_ad": set(MVTEC_TEXTURES + MVTEC_OBJECTS),
+    "mvtec_ad": set(mvtec_ad.TEXTURES + mvtec_ad.OBJECTS),
     "visa": set(visa.OBJECTS),
-    "dagm": {f"class{i}" for i in range(1, 11)},
+    "dagm": set(dagm.CLASSES),
     "kolektorsdd": set(),
-    "cifar10": {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                "truck"},
+    "cifar10": set(cifar10.CLASSES),
     "mvtec_ad_and_visa": set(),
     "unspecified": set(),
 }

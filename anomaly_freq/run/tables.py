@@ -16,16 +16,16 @@ from pathlib import Path
 import pandas as pd
 
 from anomaly_freq.config import build_method, load_config
-from anomaly_freq.data import synthetic, visa
-from anomaly_freq.data.sources import MVTEC_OBJECTS, MVTEC_TEXTURES
+from anomaly_freq.data import mvtec_ad, synthetic, visa
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.files import write_atomic
 from anomaly_freq.metrics.monitor import PREFIX
+from anomaly_freq.parameters import count_parameters
 from anomaly_freq.run.published import PUBLISHED_DIR, load_published
 from anomaly_freq.run.sweep import Point, Sweep, expand, load_sweep
 
 GROUPS = {
-    "mvtec_ad": {"mean_texture": MVTEC_TEXTURES, "mean_object": MVTEC_OBJECTS},
+    "mvtec_ad": {"mean_texture": mvtec_ad.TEXTURES, "mean_object": mvtec_ad.OBJECTS},
     "visa": {f"mean_{g}": tuple(c for c in visa.OBJECTS if visa.GROUPS[c] == g)
              for g in ("complex_structure", "multiple_instances", "single_instance")},
     "synthetic": {f"mean_{g}": tuple(c for c, v in synthetic.CATEGORIES.items() if v.group == g)
@@ -237,7 +237,7 @@ def _reproduced_summary(metric: str, points: list[Point],
     if metric == "params_mb":  # a property of the model, counted on a freshly built one
         cfg = load_config(list(points[0].overrides))
         model = build_method(cfg)
-        value = sum(p.numel() for p in model.parameters()) / 2**20
+        value = count_parameters(model) / 2**20
         return value, _fmt(value)
     if metric not in OUR_METRIC:
         return None, "not measured"

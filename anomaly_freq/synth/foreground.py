@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from kornia.color import rgb_to_grayscale
 
 
 def otsu_threshold(grey: torch.Tensor) -> float:
@@ -24,13 +25,12 @@ def otsu_threshold(grey: torch.Tensor) -> float:
 def grey_levels(image: torch.Tensor) -> torch.Tensor:
     """H×W 8-bit grey levels of a 3×H×W [0,1] RGB image as ``cv2.cvtColor(BGR2GRAY)`` computes
     them from the uint8 image: (9798·R + 19235·G + 3735·B + 2¹⁴) >> 15, OpenCV's fixed-point
-    0.299 R + 0.587 G + 0.114 B (equal to OpenCV 5.1 on every colour tried).
+    0.299 R + 0.587 G + 0.114 B, which kornia's uint8 conversion computes.
 
     >>> int(grey_levels(torch.ones(3, 1, 1))[0, 0])
     255
     """
-    r, g, b = (image.clamp(0, 1) * 255).round().long()
-    return (9798 * r + 19235 * g + 3735 * b + 16384) >> 15
+    return rgb_to_grayscale((image.clamp(0, 1) * 255).round().to(torch.uint8))[0].long()
 
 
 def otsu_split(levels: torch.Tensor, among: torch.Tensor | None = None) -> torch.Tensor:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from anomaly_freq.contract import AnomalyModule, full_precision
 from anomaly_freq.errors import AfreqError
-from anomaly_freq.freq import gaussian_pyramid_split
+from anomaly_freq.freq import gaussian_pyramid_split, gaussian_smooth
 from anomaly_freq.methods.dfd import losses
 from anomaly_freq.methods.dfd.features import (
     IMAGENET_MEAN,
@@ -29,7 +29,7 @@ from anomaly_freq.methods.dfd.features import (
     FeatureExtractor,
     build_backbone,
 )
-from anomaly_freq.methods.dfd.fusion import FUSIONS, closed_form_constants, gaussian_smooth
+from anomaly_freq.methods.dfd.fusion import FUSIONS, closed_form_constants
 from anomaly_freq.methods.dfd.networks import (
     FeatureAdaptor,
     GaussianDiscriminator,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_lab
+from kornia.filters import box_blur
 
 GMS_C = 0.0026
 COLOR_WEIGHT = 3e-4
@@ -35,6 +36,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float =
     >>> round(float(ssim(x, x)), 6)
     1.0
     """
+    # not kornia's ssim: it pads by reflection and builds its window in the input's precision
     channels = x.shape[1]
     window = _gaussian_window(window_size, sigma, channels, x)
     pad = window_size // 2
@@ -81,7 +83,7 @@ def _prewitt(channels: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
     """Per-channel Prewitt gradient magnitude sqrt(gx² + gy² + 1e-12), zero padding 1."""
-    channels = x.shape[1]
+    channels = x.shape[1]  # kornia has no Prewitt operator
     kx, ky = _prewitt(channels, x)
     gx = F.conv2d(x, kx, padding=1, groups=channels)
     gy = F.conv2d(x, ky, padding=1, groups=channels)
@@ -131,8 +133,7 @@ def mean_filter(x: torch.Tensor, size: int = 21) -> torch.Tensor:
     """``size``×``size`` box mean with zero padding (borders are attenuated, as in the code)."""
     if size <= 1:
         return x
-    kernel = torch.full((1, 1, size, size), 1.0 / size**2, dtype=x.dtype, device=x.device)
-    return F.conv2d(x, kernel, padding=size // 2)
+    return box_blur(x, (size, size), border_type="constant", separable=False)
 
 
 def anomaly_map(restored: torch.Tensor, original: torch.Tensor, *, msgms_term: bool = True,

@@ -9,9 +9,9 @@ averaged over channels and smoothed; the image score is the map's maximum.
 from __future__ import annotations
 
 import torch
-from kornia.filters import gaussian_blur2d
 
 from anomaly_freq.contract import AnomalyModule
+from anomaly_freq.freq import gaussian_smooth
 from anomaly_freq.registry import register_method
 
 
@@ -24,13 +24,6 @@ def gaussian_highpass(x: torch.Tensor, d0: float) -> torch.Tensor:
     transfer = 1 - torch.exp(-dist2 / (2 * d0**2))
     spectrum = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1))
     return torch.fft.ifft2(torch.fft.ifftshift(spectrum * transfer, dim=(-2, -1))).real
-
-
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    if sigma <= 0:
-        return x
-    k = 2 * int(4 * sigma + 0.5) + 1
-    return gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
 
 
 @register_method("freqstat")
@@ -59,7 +52,8 @@ class FreqStat(AnomalyModule):
         self._count = 0
 
     def energy(self, images: torch.Tensor) -> torch.Tensor:
-        return _blur(gaussian_highpass(images, self.d0).abs(), self.energy_sigma)
+        return gaussian_smooth(gaussian_highpass(images, self.d0).abs(), self.energy_sigma,
+                               border="mirror")
 
     def configure_optimizers(self) -> None:
         return None
@@ -87,5 +81,5 @@ class FreqStat(AnomalyModule):
         if not self.fitted:
             raise RuntimeError("freqstat has no statistics yet: fit it on training images first")
         z = ((self.energy(batch["image"]) - self.mean) / self.std).abs().mean(1, keepdim=True)
-        amap = _blur(z, self.map_sigma)
+        amap = gaussian_smooth(z, self.map_sigma, border="mirror")
         return {"anomaly_map": amap, "pred_score": amap.amax(dim=(1, 2, 3))}

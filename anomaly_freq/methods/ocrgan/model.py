@@ -24,11 +24,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from kornia.filters import gaussian_blur2d
 
 from anomaly_freq.contract import AnomalyModule, full_precision, keyed_generator
 from anomaly_freq.errors import AfreqError
-from anomaly_freq.freq import gaussian_pyramid_split
+from anomaly_freq.freq import gaussian_pyramid_split, gaussian_smooth
 from anomaly_freq.methods.ocrgan.networks import (
     CS_MODES,
     Discriminator,
@@ -272,18 +271,12 @@ class OCRGAN(AnomalyModule):
     # ---------------------------------------------------------------- inference
 
     def on_predict_start(self) -> None:
-        self._seed_eval_rng()
-
-    def on_predict_end(self) -> None:
-        self.generator.set_generator(None)  # back to training's RNG (the test-set monitor)
-
-    def on_test_start(self) -> None:
-        self._seed_eval_rng()
-
-    def _seed_eval_rng(self) -> None:
         if self.cs_mode == "random" and self.eval_seed >= 0:
             rng = torch.Generator(device=self.device).manual_seed(self.eval_seed)
             self.generator.set_generator(rng)
+
+    def on_predict_end(self) -> None:
+        self.generator.set_generator(None)  # back to training's RNG (the test-set monitor)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> dict[str, torch.Tensor]:
         """Raw score 0.9 · content error + 0.1 · feature error, and a pixel map.
@@ -309,10 +302,8 @@ class OCRGAN(AnomalyModule):
                 amap += diff.abs().mean(1, keepdim=True)
         score, amap = score / self.eval_draws, amap / self.eval_draws
         if self.map_sigma > 0:
-            k = 2 * int(4 * self.map_sigma + 0.5) + 1
             with full_precision(amap):
-                amap = gaussian_blur2d(amap, (k, k), (self.map_sigma, self.map_sigma),
-                                       border_type="reflect")
+                amap = gaussian_smooth(amap, self.map_sigma, border="mirror")
         return {"anomaly_map": amap, "pred_score": score}
 
 

@@ -190,7 +190,3 @@ def init_weights(module: nn.Module, generator: torch.Generator | None = None) ->
         elif isinstance(m, nn.BatchNorm2d):
             normal(m.weight, 1.0)
             nn.init.zeros_(m.bias)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
