@@ -99,6 +99,17 @@ class AnomalyModule(pl.LightningModule):
         """Return ``{"anomaly_map": B×1×H×W, "pred_score": B}`` for ``batch["image"]``."""
         raise NotImplementedError
 
+    def validation_step(self, batch: Batch, batch_idx: int = 0) -> Prediction:
+        """The test-set monitor's scoring (``eval.test_every_n_epochs``): `predict_step`."""
+        return self.predict_step(batch, batch_idx)
+
+    def on_validation_start(self) -> None:
+        self.prepare_for_inference()
+        self.on_predict_start()
+
+    def on_validation_end(self) -> None:
+        self.on_predict_end()
+
     def protocol(self) -> dict[str, Any]:
         """Effective values of the method's settings that change the protocol (what an
         ``auto`` resolved to, say), recorded in protocol.json."""
@@ -153,7 +164,8 @@ class AnomalyModule(pl.LightningModule):
 
     def prepare_for_inference(self) -> None:
         """Derive what scoring needs from training data (statistics, say). Called after
-        training and, when the test-set monitor is on, before each of its evaluations."""
+        training and, when the test-set monitor is on, before each of its evaluations: those
+        run after an epoch's last batch, before ``on_train_epoch_end``."""
 
     def on_train_end(self) -> None:
         self.prepare_for_inference()

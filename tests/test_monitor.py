@@ -1,14 +1,19 @@
 """The test-set monitor: the papers' best-epoch numbers recorded beside the last epoch's."""
 
 import csv
+import hashlib
 import json
+import random
 
+import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from anomaly_freq.config import load_config
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.metrics.monitor import BestOnTestMonitor
+from anomaly_freq.run import engine
 from anomaly_freq.run.engine import run
 from tests.conftest import TINY_SYNTHETIC
 
@@ -53,14 +58,14 @@ def test_monitor_records_the_curve_without_changing_training(tmp_path, one_threa
 
 def test_monitor_rejects_bad_settings(tmp_path):
     with pytest.raises(AfreqError, match="image_aucroc"):
-        BestOnTestMonitor(lambda: None, list, 1, ["image_aucroc"], tmp_path / "c.csv")
+        BestOnTestMonitor(lambda: None, 1, ["image_aucroc"], tmp_path / "c.csv")
     with pytest.raises(AfreqError, match="test_every_n_epochs=-1"):
-        BestOnTestMonitor(lambda: None, list, -1, ["image_auroc"], tmp_path / "c.csv")
+        BestOnTestMonitor(lambda: None, -1, ["image_auroc"], tmp_path / "c.csv")
 
 
-def test_monitor_scores_an_epoch_after_the_methods_own_epoch_end(tmp_path):
-    # freqstat finishes its statistics in its own on_train_epoch_end, which Lightning calls
-    # after the callbacks' hook: the monitor must not score before it.
+def test_monitor_scores_an_epoch_with_the_statistics_of_that_epoch(tmp_path):
+    # freqstat's statistics are finished by prepare_for_inference, which the validation loop
+    # runs before it scores (Lightning validates before on_train_epoch_end).
     tiny = [*TINY_SYNTHETIC, "dataset.category=chip", "output.save_checkpoint=false",
             "output.report_images=0"]
     (plain,) = run(load_config([*tiny, f"output.root={tmp_path / 'a'}"]))
@@ -75,7 +80,7 @@ def test_monitor_scores_an_epoch_after_the_methods_own_epoch_end(tmp_path):
 
 
 def test_best_skips_evaluations_with_nan(tmp_path, caplog):
-    monitor = BestOnTestMonitor(lambda: None, list, 1, ["image_auroc", "pixel_aupro"],
+    monitor = BestOnTestMonitor(lambda: None, 1, ["image_auroc", "pixel_aupro"],
                                 tmp_path / "c.csv")
     monitor.curve = [{"epoch": 1, "image_auroc": 0.9, "pixel_aupro": float("nan")},
                      {"epoch": 2, "image_auroc": 0.6, "pixel_aupro": 0.5},
@@ -84,7 +89,50 @@ def test_best_skips_evaluations_with_nan(tmp_path, caplog):
     monitor.curve = [{"epoch": 1, "image_auroc": 0.9}]  # no masks: image AUROC alone chooses
     assert monitor.best()["best_on_test_image_auroc"] == 0.9
     assert "chosen by image_auroc only; this run gives no pixel_aupro" in caplog.text
-    pixel_only = BestOnTestMonitor(lambda: None, list, 1, ["pixel_aupro"], tmp_path / "c.csv")
+    pixel_only = BestOnTestMonitor(lambda: None, 1, ["pixel_aupro"], tmp_path / "c.csv")
     pixel_only.curve = monitor.curve
     assert pixel_only.best() == {}
     assert "no best_on_test_* recorded: this run gives none of pixel_aupro" in caplog.text
+
+
+class RandomStateProbe(pl.Callback):
+    """Records a digest of the global random states at each epoch's start and training's end,
+    and the epochs that Lightning validated."""
+
+    def __init__(self) -> None:
+        self.states: list[str] = []
+        self.validated: list[int] = []
+
+    def _record(self) -> None:
+        states = (torch.get_rng_state().numpy().tobytes() + np.random.get_state()[1].tobytes()
+                  + repr(random.getstate()).encode())
+        self.states.append(hashlib.sha1(states).hexdigest())
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._record()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._record()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.validated.append(trainer.current_epoch + 1)
+
+
+def test_monitor_validates_in_lightning_and_leaves_training_draws_alone(tmp_path, monkeypatch):
+    # Lightning's validation loop draws its loader's seed from the global generator before any
+    # validation hook runs; the monitor must still give training back the states it had.
+    probes, make_trainer = [], engine.make_trainer
+
+    def probed_trainer(cfg, method, callbacks):
+        probes.append(RandomStateProbe())
+        return make_trainer(cfg, method, [*callbacks, probes[-1]])
+
+    monkeypatch.setattr(engine, "make_trainer", probed_trainer)
+    tiny = ["method=ocrgan_fast", *TINY_SYNTHETIC, "dataset.category=weave",
+            "trainer.max_epochs=3", "dataset.num_workers=0", "output.save_checkpoint=false",
+            "output.report_images=0"]
+    run(load_config([*tiny, f"output.root={tmp_path / 'a'}"]))
+    run(load_config([*tiny, f"output.root={tmp_path / 'b'}", "eval.test_every_n_epochs=2"]))
+    plain, monitored = probes
+    assert (plain.validated, monitored.validated) == ([], [2, 3])
+    assert monitored.states == plain.states

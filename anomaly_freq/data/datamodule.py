@@ -84,8 +84,8 @@ def default_workers() -> int:
 
 
 class AnomalyDataModule(pl.LightningDataModule):
-    """Training batches hold normal images only; test/predict batches hold the whole test set;
-    calibration batches the normal images that set the threshold
+    """Training batches hold normal images only; test, predict and validation batches hold the
+    whole test set; calibration batches the normal images that set the threshold
     (`anomaly_freq.run.calibration`)."""
 
     def __init__(self, train: Dataset, test: Dataset, batch_size: int = 8,
@@ -147,4 +147,9 @@ class AnomalyDataModule(pl.LightningDataModule):
                             ShardSampler(len(dataset), *self._ranks()))
 
     def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def val_dataloader(self) -> DataLoader:
+        """The test set again: validation is the test-set monitor (``eval.test_every_n_epochs``),
+        and the Trainer runs it only when that is on."""
         return self.test_dataloader()

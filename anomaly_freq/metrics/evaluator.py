@@ -200,6 +200,13 @@ def _resize(amap: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
     return amap.numpy()
 
 
+def update_checked(evaluator: Evaluator, pl_module: pl.LightningModule,
+                   batch: dict[str, Any], outputs: Any) -> None:
+    """Add one predicted batch to ``evaluator`` once it meets the plugin contract."""
+    check_outputs(outputs, batch, getattr(pl_module, "registry_name", type(pl_module).__name__))
+    evaluator.update(batch, outputs)
+
+
 class EvaluatorCallback(pl.Callback):
     """Feeds every predict batch, checked against the plugin contract, to the evaluator."""
 
@@ -208,9 +215,7 @@ class EvaluatorCallback(pl.Callback):
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
                              dataloader_idx=0) -> None:
-        name = getattr(pl_module, "registry_name", type(pl_module).__name__)
-        check_outputs(outputs, batch, name)
-        self.evaluator.update(batch, outputs)
+        update_checked(self.evaluator, pl_module, batch, outputs)
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
         self.evaluator.gather()

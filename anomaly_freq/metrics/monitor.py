@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import torch
 
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.files import write_csv
-from anomaly_freq.metrics.evaluator import Evaluator
+from anomaly_freq.metrics.evaluator import Evaluator, update_checked
 
 PREFIX = "best_on_test_"
 METRICS = ("image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max",
@@ -34,14 +34,14 @@ log = logging.getLogger(__name__)
 class BestOnTestMonitor(pl.Callback):
     """Score the test set after every ``every_n_epochs`` epochs and after the last one.
 
-    Lightning runs callbacks' epoch-end hooks before the method's own, where a method may finish
-    its epoch (freqstat computes its statistics there), so an epoch is scored at the start of the
-    next one, and the last at the end of training. The method's predict hooks run around each
-    evaluation as `trainer.predict` runs them.
+    The scoring is Lightning's validation loop over the test set, run by a Trainer made with
+    ``check_val_every_n_epoch=every_n_epochs`` (the last epoch is added here). Lightning runs it
+    after an epoch's last batch, before the epoch-end hooks, and draws the loader's seed before
+    any validation hook: the random states are taken at the last batch's end.
     """
 
-    def __init__(self, make_evaluator: Callable[[], Evaluator], loader: Callable[[], Iterable],
-                 every_n_epochs: int, select_by: list[str], path: Path | None) -> None:
+    def __init__(self, make_evaluator: Callable[[], Evaluator], every_n_epochs: int,
+                 select_by: list[str], path: Path | None) -> None:
         if every_n_epochs < 1:
             raise AfreqError(f"eval.test_every_n_epochs={every_n_epochs} must be at least 1 "
                              "(0 turns the test-set monitor off)")
@@ -49,49 +49,41 @@ class BestOnTestMonitor(pl.Callback):
         if not select_by or unknown:
             raise AfreqError(f"eval.best_on_test_by={list(select_by)} must name metrics from "
                              f"{', '.join(METRICS)}")
-        self.make_evaluator, self.make_loader = make_evaluator, loader
-        self.loader: Iterable | None = None  # made once, so loader workers are reused
+        self.make_evaluator = make_evaluator
         self.every, self.select_by, self.path = every_n_epochs, list(select_by), path
         self.pixel = any(m.startswith("pixel_") for m in self.select_by)
         self.curve: list[dict[str, float]] = []
-        self.epochs_done = 0
-        self.evaluated = 0  # the last epoch scored (on every rank: the curve is rank 0's)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.epochs_done += 1
+        self.evaluator: Evaluator | None = None
+        self.states: dict[str, Any] | None = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.epochs_done and self.epochs_done % self.every == 0:
-            self._evaluate(trainer, pl_module)
+        last = trainer.current_epoch + 1 == trainer.max_epochs
+        trainer.check_val_every_n_epoch = 1 if last else self.every
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.epochs_done and self.evaluated != self.epochs_done:
-            self._evaluate(trainer, pl_module)
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self.states = _random_states()
 
-    def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.evaluated = self.epochs_done
-        states = _random_states()
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            pl_module.prepare_for_inference()
-            pl_module.on_predict_start()
-            evaluator = self.make_evaluator()
-            if self.loader is None:
-                self.loader = self.make_loader()
-            with torch.no_grad(), trainer.strategy.precision_plugin.predict_step_context():
-                for i, batch in enumerate(self.loader):
-                    batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-                    evaluator.update(batch, pl_module.predict_step(batch, i))
-            metrics = evaluator.compute(pixel=self.pixel) if evaluator.gather() else None
-        finally:
-            pl_module.on_predict_end()
-            pl_module.train(was_training)
-            _restore_random_states(states)
-        if metrics is None:  # a DDP rank other than 0: rank 0 scores the gathered set
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.evaluator = self.make_evaluator()
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                outputs: Any, batch: Any, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        update_checked(self.evaluator, pl_module, batch, outputs)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer,
+                                pl_module: pl.LightningModule) -> None:
+        if not self.evaluator.gather():  # a DDP rank other than 0: rank 0 scores the whole set
             return
-        self.curve.append({"epoch": self.epochs_done, **metrics})
+        metrics = self.evaluator.compute(pixel=self.pixel)
+        self.curve.append({"epoch": trainer.current_epoch + 1, **metrics})
         write_csv(self.path, self.curve)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.evaluator = None
+        _restore_random_states(self.states)
 
     def best(self) -> dict[str, float]:
         """The chosen evaluation's metrics, prefixed; empty when none ran or none can choose."""

@@ -120,9 +120,8 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
                                                split.calibration)
     monitor = None
     if cfg.eval.test_every_n_epochs:
-        monitor = BestOnTestMonitor(lambda: _make_evaluator(cfg), datamodule.predict_dataloader,
-                                    cfg.eval.test_every_n_epochs, list(cfg.eval.best_on_test_by),
-                                    None)
+        monitor = BestOnTestMonitor(lambda: _make_evaluator(cfg), cfg.eval.test_every_n_epochs,
+                                    list(cfg.eval.best_on_test_by), None)
         callbacks.append(monitor)
     trainer = make_trainer(cfg, method, callbacks)  # bad devices/strategy fail before a folder
     lead = trainer.global_rank == 0
@@ -317,6 +316,7 @@ def trainer_kwargs(cfg: DictConfig, method: Any, callbacks: list) -> dict:
         kwargs["strategy"] = "ddp_find_unused_parameters_true"
     return {
         **kwargs,
+        **validation_kwargs(cfg),
         "default_root_dir": str(cfg.output.root),
         "logger": False,  # rank 0 gets its CSV log in the run folder once that exists
         "enable_checkpointing": False,
@@ -324,6 +324,15 @@ def trainer_kwargs(cfg: DictConfig, method: Any, callbacks: list) -> dict:
         "use_distributed_sampler": False,  # AnomalyDataModule shards by rank itself
         "callbacks": callbacks,
     }
+
+
+def validation_kwargs(cfg: DictConfig) -> dict:
+    """Lightning validates only for the test-set monitor: the whole test set every
+    ``eval.test_every_n_epochs`` epochs, with no sanity steps before training."""
+    every = int(cfg.eval.test_every_n_epochs)
+    if every < 1:
+        return {"limit_val_batches": 0}
+    return {"check_val_every_n_epoch": every, "num_sanity_val_steps": 0, "limit_val_batches": 1.0}
 
 
 def _on_cpu(kwargs: dict) -> bool:

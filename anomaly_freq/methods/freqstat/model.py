@@ -68,7 +68,11 @@ class FreqStat(AnomalyModule):
         self._sumsq = sq if self._sumsq is None else self._sumsq + sq
         self._count += e.shape[0]
 
-    def on_train_epoch_end(self) -> None:
+    def prepare_for_inference(self) -> None:
+        """The statistics of the images seen this epoch (after training, and before each of
+        the test-set monitor's evaluations, which come before ``on_train_epoch_end``)."""
+        if not self._count:
+            return
         mean = self._sum / self._count
         var = (self._sumsq / self._count - mean * mean).clamp_min(0)
         std = var.sqrt()
