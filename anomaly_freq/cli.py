@@ -174,7 +174,7 @@ def _print_results(results, cfg) -> None:
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
     from anomaly_freq.config import load_config
-    from anomaly_freq.viz.spectrum import spectrum_command
+    from anomaly_freq.run.spectrum import spectrum_command
 
     out = spectrum_command(load_config(args.overrides))
     console.print(f"spectrum.png and spectrum.csv written to {out}")

@@ -125,10 +125,11 @@ def test_spectrum_csv_covers_zero_to_nyquist_and_the_figure_draws_its_ratio(tmp_
     from anomaly_freq import registry
     from anomaly_freq.data.images import decode_image
     from anomaly_freq.freq import radial_energy_spectrum
-    from anomaly_freq.viz import spectrum
+    from anomaly_freq.run import spectrum
+    from anomaly_freq.viz import spectrum as plots
 
     drawn = []
-    monkeypatch.setattr(spectrum, "save_figure", lambda fig, path: drawn.append(fig))
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig))
     cfg = load_config(["dataset.category=granite", f"output.root={tmp_path}", *TINY_SYNTHETIC])
     table = pd.read_csv(spectrum.spectrum_command(cfg) / "spectrum.csv")
     assert list(table.columns) == ["band", "freq_low", "freq_high", "normal_energy",

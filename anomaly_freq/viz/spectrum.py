@@ -1,4 +1,4 @@
-"""`afreq spectrum`: where in frequency anomalous test images differ from normal ones (DFD Fig. 2).
+"""Spectra of normal vs anomalous images, for `afreq spectrum` (DFD Fig. 2).
 
 Per frequency band (the rings of `radial_energy_spectrum`), spectrum.csv holds each group's mean
 energy and their ratio. The figure draws the two spectra in dB relative to the normal images'
@@ -11,18 +11,11 @@ Figures use matplotlib's object API, whose Agg canvas needs no display and no py
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
-from omegaconf import DictConfig
 
-from anomaly_freq import registry
-from anomaly_freq.data.images import decode_image
-from anomaly_freq.errors import AfreqError
-from anomaly_freq.files import write_csv
-from anomaly_freq.freq import radial_energy_spectrum
 from anomaly_freq.viz.report import save_figure
 
 GROUPS = ("normal", "anomalous")
@@ -75,33 +68,3 @@ def plot_spectra(curves: dict[str, torch.Tensor], path: str | Path, title: str =
     side = side or 2 * curves["normal"].shape[-1]
     counts = {name: curves[name].reshape(-1, curves[name].shape[-1]).shape[0] for name in GROUPS}
     save_figure(spectrum_figure(spectrum_rows(curves, side), counts, title), Path(path))
-
-
-def spectrum_command(cfg: DictConfig) -> Path:
-    """spectrum.png and spectrum.csv of the category's normal vs anomalous test images, in a
-    fresh folder under ``<output.root>/spectrum/``; returns the folder."""
-    d = cfg.dataset
-    source = registry.create_dataset(d.name, cfg)
-    category = d.category
-    if category == "all":  # the first category on disk
-        category = next(iter(source.present()), None)
-        if category is None:
-            raise source.not_found()
-    _, test = source.samples(category)
-    curves = {}
-    for label, name in enumerate(GROUPS):
-        group = [s for s in test if s.label == label]
-        if not group:
-            raise AfreqError(f"category {category} of {d.name} has no {name} test images; the "
-                             "spectrum compares normal with anomalous ones")
-        images = torch.stack([torch.from_numpy(decode_image(s.path, d.image_size, d.center_crop,
-                                                            d.resize)).permute(2, 0, 1)
-                              for s in group]).float() / 255
-        curves[name] = radial_energy_spectrum(images)
-    side = images.shape[-1]
-    out = Path(cfg.output.root) / "spectrum" / d.name / category / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "spectrum.csv", spectrum_rows(curves, side))
-    plot_spectra(curves, out / "spectrum.png", f"{d.name} / {category}: radial spectrum of the "
-                 "test images", side)
-    return out
