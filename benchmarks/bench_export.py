@@ -63,7 +63,7 @@ def _rate(value: float) -> str:
 def run() -> Section:
     threads = torch.get_num_threads()
     section = Section(
-        f"Exported models on the CPU ({threads} thread{'s' * (threads > 1)}): images/s",
+        "Exported models on the CPU (images/s)",
         ["preset", "side", "batch", "eager predict_step", "TorchScript", "ONNX Runtime",
          "TorchScript / eager", "ONNX Runtime / eager", "export s (TorchScript, ONNX)"])
     with tempfile.TemporaryDirectory() as folder:

@@ -41,7 +41,7 @@ DEFAULT_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 #: magnitude above 1), scores relatively
 MAP_TOLERANCE, SCORE_TOLERANCE = 1e-3, 1e-4
 CHECK_BATCH = 3  # not the example's 2, so the check also proves the batch size is free
-PROTOBUF_LIMIT = 2**31  # ONNX files above it keep their weights in a .data file beside them
+PROTOBUF_LIMIT = 2**31  # bytes in one ONNX file
 
 
 class InferenceGraph(nn.Module):
@@ -102,8 +102,7 @@ def write_onnx(graph: InferenceGraph, example: torch.Tensor, path: Path) -> str:
             graph, (example,), dynamo=True, verbose=False, input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES),
             dynamic_shapes=({0: torch.export.Dim("batch")},))
-    size = sum(t.numel() * t.element_size() for t in graph.state_dict().values())
-    program.save(str(path), external_data=size >= PROTOBUF_LIMIT)
+    program.save(str(path), external_data=False)  # one file: weights inside
     opset = program.model.opset_imports[""]
     return f"torch.onnx.export (dynamo, torch {torch.__version__}), opset {opset}"
 
@@ -135,9 +134,8 @@ def compare(native: tuple[torch.Tensor, torch.Tensor],
             "score_tolerance": SCORE_TOLERANCE, "images": int(score.shape[0])}
 
 
-def export_checkpoint(checkpoint: Path, fmt: str, output: Path | None = None) -> Export:
-    """Export the model of ``checkpoint`` (a run folder or its model.pt) to ``fmt``; writes
-    the file (default: beside model.pt) and its metadata JSON."""
+def _output(checkpoint: Path, fmt: str, output: Path | None) -> tuple[Path, Path]:
+    """(model.pt to read, file to write)."""
     if fmt not in FORMATS:
         raise AfreqError(f"format={fmt} is unknown; use format=onnx or format=torchscript")
     if fmt == "onnx":
@@ -147,30 +145,52 @@ def export_checkpoint(checkpoint: Path, fmt: str, output: Path | None = None) ->
     if output.suffix != FORMATS[fmt]:
         raise AfreqError(f"output={output}: a {fmt} export must end in {FORMATS[fmt]} "
                          "(afreq predict tells the formats apart by it)")
-    loaded = read_checkpoint(source)
-    method, cfg = loaded.method, loaded.cfg
+    return source, output
+
+
+def _check_exportable(method: nn.Module, source: Path, fmt: str) -> None:
     reason = method.export_blocker()
     if reason:
         raise AfreqError(f"{source} cannot be exported to {fmt}: {reason}")
-    size, crop = int(cfg.dataset.image_size), cfg.dataset.center_crop
-    side = int(crop or size)
-    graph = InferenceGraph(method).eval()
+    weights = sum(t.numel() * t.element_size() for t in method.state_dict().values())
+    if fmt == "onnx" and weights >= PROTOBUF_LIMIT:
+        raise AfreqError(f"{source} holds {weights / 2**30:.1f} GiB of weights and one ONNX file "
+                         "at most 2 GiB; use format=torchscript")
+
+
+def _write_checked(graph: InferenceGraph, fmt: str, side: int, path: Path,
+                   source: Path) -> tuple[str, dict[str, float]]:
+    """Write the export to ``path`` and compare it with predict_step; (how, differences)."""
     check = _random_images(CHECK_BATCH, side, seed=1)
     with torch.no_grad():
         expected = graph(check)
+    example = _random_images(2, side, seed=0)
+    if fmt == "onnx":
+        how, runner = write_onnx(graph, example, path), onnx_runner(path)
+    else:
+        how, runner = write_torchscript(graph, example, path), torchscript_runner(path)
+    parity = compare(expected, runner(check.numpy()))
+    if not (parity["max_map_difference"] <= parity["map_tolerance"]
+            and parity["max_score_relative_difference"] <= SCORE_TOLERANCE):
+        raise AfreqError(
+            f"the {fmt} export of {source} does not reproduce its predict_step on random images "
+            f"(maps differ by up to {parity['max_map_difference']:.3g}, scores by "
+            f"{parity['max_score_relative_difference']:.3g} relative); nothing was written")
+    return how, parity
+
+
+def export_checkpoint(checkpoint: Path, fmt: str, output: Path | None = None) -> Export:
+    """Export the model of ``checkpoint`` (a run folder or its model.pt) to ``fmt``; writes
+    the file (default: beside model.pt) and its metadata JSON."""
+    source, output = _output(checkpoint, fmt, output)
+    loaded = read_checkpoint(source)
+    cfg = loaded.cfg
+    _check_exportable(loaded.method, source, fmt)
+    size, crop = int(cfg.dataset.image_size), cfg.dataset.center_crop
+    side = int(crop or size)
     with replacing(output) as tmp:
-        if fmt == "onnx":
-            how, runner = write_onnx(graph, _random_images(2, side, 0), tmp), onnx_runner(tmp)
-        else:
-            how = write_torchscript(graph, _random_images(2, side, 0), tmp)
-            runner = torchscript_runner(tmp)
-        parity = compare(expected, runner(check.numpy()))
-        if not (parity["max_map_difference"] <= parity["map_tolerance"]
-                and parity["max_score_relative_difference"] <= SCORE_TOLERANCE):
-            raise AfreqError(
-                f"the {fmt} export of {source} does not reproduce its predict_step on random "
-                f"images (maps differ by up to {parity['max_map_difference']:.3g}, scores by "
-                f"{parity['max_score_relative_difference']:.3g} relative); nothing was written")
+        how, parity = _write_checked(InferenceGraph(loaded.method).eval(), fmt, side, tmp,
+                                     source)
     metadata = {
         "export_format": METADATA_FORMAT,
         "format": fmt,
