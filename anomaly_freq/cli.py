@@ -19,6 +19,7 @@ examples:
   afreq run dataset=synthetic dataset.category=weave seed=3
   afreq list                                  methods, datasets and their categories
   afreq list categories dataset=synthetic
+  afreq export checkpoint=<run folder> format=onnx    a deployable model.onnx in the run folder
 
 Overrides are key=value on the merged configuration (configs/default.yaml, then
 configs/method/<method>.yaml, configs/dataset/<dataset>.yaml); +key=value adds a new key.
@@ -94,11 +95,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default <root>/tables)")
     p.set_defaults(func=cmd_tables)
 
-    p = sub.add_parser("predict", help="score new images with a saved checkpoint")
+    p = sub.add_parser("predict", help="score new images with a saved checkpoint or an "
+                                       "exported model")
     p.add_argument("settings", nargs="+", metavar="key=value",
-                   help="checkpoint=<run folder>/model.pt images=<folder> [method=<name>] "
+                   help="checkpoint=<run folder>/model.pt, or a file afreq export wrote "
+                        "(.onnx, TorchScript .pt), images=<folder> [method=<name>] "
                         "[output=<folder>]")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a trained model as an ONNX or TorchScript file "
+                                      "for deployment, with its metadata JSON")
+    p.add_argument("settings", nargs="+", metavar="key=value",
+                   help="checkpoint=<run folder or model.pt> format=onnx|torchscript "
+                        "[output=<file>]")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("data", help="download or check datasets")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -266,6 +276,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for line in describe(result):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"scores and heatmaps written to {result.out_dir}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from anomaly_freq.run.export import export_checkpoint
+
+    settings = dict(item.partition("=")[::2] for item in args.settings)
+    if set(settings) - {"checkpoint", "format", "output"} or not {"checkpoint",
+                                                                  "format"} <= settings.keys():
+        raise AfreqError("afreq export takes checkpoint=<run folder or model.pt> "
+                         "format=onnx|torchscript and optionally output=<file> (got "
+                         f"{' '.join(args.settings)})")
+    done = export_checkpoint(Path(settings["checkpoint"]), settings["format"],
+                             Path(settings["output"]) if settings.get("output") else None)
+    meta, parity = done.metadata, done.metadata["parity"]
+    console.print(f"wrote {done.path} ({meta['exporter']}) and {done.metadata_path.name}; on "
+                  f"{parity['images']} random images it gives predict_step's maps to "
+                  f"{parity['max_map_difference']:.2g} and scores to "
+                  f"{parity['max_score_relative_difference']:.2g} (relative)",
+                  highlight=False, soft_wrap=True)
+    _, channels, height, width = meta["input"]["shape"]
+    console.print(f"input: float32 RGB N×{channels}×{height}×{width} in [0, 1]; outputs: "
+                  f"{', '.join(meta['outputs'])}. Score images with: afreq predict "
+                  f"checkpoint={done.path} images=<folder>", highlight=False, soft_wrap=True)
     return 0
 
 

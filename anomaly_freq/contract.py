@@ -162,6 +162,11 @@ class AnomalyModule(pl.LightningModule):
             if compile:
                 module.compile(**({"backend": compile_backend} if compile_backend else {}))
 
+    def export_blocker(self) -> str | None:
+        """Why `afreq export` cannot capture `predict_step` as a fixed graph (random draws at
+        inference, say), naming the setting to change; None when it can."""
+        return None
+
     def prepare_for_inference(self) -> None:
         """Derive what scoring needs from training data (statistics, say). Called after
         training and, when the test-set monitor is on, before each of its evaluations: those

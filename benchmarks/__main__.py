@@ -20,7 +20,7 @@ from benchmarks.common import gpu_block, machine
 # disk cache back and 2-thread torch timings there came out 2-3x slower.
 MODULES = ["benchmarks.bench_freq", "benchmarks.bench_data", "benchmarks.bench_freqstat",
            "benchmarks.bench_metrics", "benchmarks.bench_fair", "benchmarks.bench_dfd",
-           "benchmarks.bench_ocrgan", "benchmarks.bench_pipeline"]
+           "benchmarks.bench_ocrgan", "benchmarks.bench_pipeline", "benchmarks.bench_export"]
 OUTPUT = Path("docs/benchmarks.md")
 
 

@@ -5,11 +5,14 @@ The verdict and the colours come from the run's calibration (`anomaly_freq.run.c
 in the checkpoint: an image scoring above the threshold is anomalous, and every heatmap of every
 call shares the stored colour range. A checkpoint saved before runs were calibrated gives scores
 without verdicts, its heatmaps coloured from the lowest to the highest map value of the call.
+A model written by `afreq export` (``.onnx``, or a TorchScript ``.pt``) predicts the same way,
+its geometry and calibration read from the metadata JSON beside it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from anomaly_freq.data.mvtec_layout import IMAGE_EXTENSIONS
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.files import write_csv, write_json
 from anomaly_freq.run.checkpoint import read_checkpoint
+from anomaly_freq.run.exported import is_exported, open_exported
 from anomaly_freq.viz.report import add_colour_bar, draw_overlay, save_figure
 
 
@@ -46,28 +50,66 @@ class Predictions:
     scale: tuple[float, float]  # the heatmaps' colour range
 
 
+@dataclass(frozen=True)
+class Scorer:
+    """A trained model as `afreq predict` needs it: its images' geometry, its calibration and
+    images → (anomaly_map, pred_score)."""
+
+    method: str
+    image_size: int
+    center_crop: int | None
+    resize: str
+    calibration: dict[str, Any] | None
+    output_root: Path
+    score: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def open_scorer(checkpoint: Path, expected_method: str | None = None) -> Scorer:
+    """The run's model.pt through the checkpoint loader, or a file `afreq export` wrote."""
+    if is_exported(checkpoint):
+        return _exported_scorer(checkpoint, expected_method)
+    loaded = read_checkpoint(checkpoint, expected_method)
+    method, cfg = loaded.method, loaded.cfg
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    method.to(device)
+
+    def score(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = method.predict_step({"image": batch.to(device)}, 0)
+        return out["anomaly_map"], out["pred_score"]
+
+    resize = OmegaConf.select(cfg, "dataset.resize", default="pil")  # older checkpoints: pil
+    return Scorer(cfg.method.name, cfg.dataset.image_size, cfg.dataset.center_crop, resize,
+                  loaded.calibration, Path(cfg.output.root), score)
+
+
+def _exported_scorer(path: Path, expected_method: str | None) -> Scorer:
+    model = open_exported(path)
+    meta = model.metadata
+    if expected_method and expected_method not in (meta["method"], meta["preset"]):
+        raise AfreqError(f"exported model {path} was trained with method '{meta['method']}' "
+                         f"(preset '{meta['preset']}'), not '{expected_method}'")
+    return Scorer(meta["method"], meta["image_size"], meta["center_crop"], meta["resize"],
+                  meta["calibration"], Path("runs"), model)
+
+
 @torch.no_grad()
 def predict_folder(checkpoint: Path, images: Path, out_dir: Path | None = None,
                    expected_method: str | None = None, batch_size: int = 8) -> Predictions:
     """Score every image under ``images``; write scores.csv and heatmaps/ into ``out_dir``."""
-    loaded = read_checkpoint(checkpoint, expected_method)
-    method, cfg, calibration = loaded.method, loaded.cfg, loaded.calibration
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    method.to(device)
+    model = open_scorer(checkpoint, expected_method)
+    calibration = model.calibration
     paths = find_images(images)
-    out_dir = out_dir or Path(cfg.output.root) / "predict" / cfg.method.name / time.strftime(
+    out_dir = out_dir or model.output_root / "predict" / model.method / time.strftime(
         "%Y%m%d-%H%M%S")
-    size, crop = cfg.dataset.image_size, cfg.dataset.center_crop
-    resize = OmegaConf.select(cfg, "dataset.resize", default="pil")  # older checkpoints: pil
     pictures, maps, scores = [], [], []
     for start in range(0, len(paths), batch_size):
-        chunk = [decode_image(p, size, crop, resize)
+        chunk = [decode_image(p, model.image_size, model.center_crop, model.resize)
                  for p in paths[start:start + batch_size]]
         batch = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float().div(255)
-        out = method.predict_step({"image": batch.to(device)}, 0)
+        amaps, batch_scores = model.score(batch)
         pictures += chunk
-        maps += list(out["anomaly_map"][:, 0].float().cpu().numpy())
-        scores += out["pred_score"].float().cpu().tolist()
+        maps += list(amaps[:, 0].float().cpu().numpy())
+        scores += batch_scores.float().cpu().tolist()
     if calibration is None:
         scale = (float(min(m.min() for m in maps)), float(max(m.max() for m in maps)))
         verdicts = None

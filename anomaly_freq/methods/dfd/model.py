@@ -116,7 +116,8 @@ class DFD(AnomalyModule):
         """Adapted token features (B·T)×D per band; one backbone pass for both bands."""
         bands = self.bands(images)
         feats = self.features(torch.cat([bands["low"], bands["high"]]))
-        low, high = self.adaptor(feats).chunk(2)
+        # halves by a view, not chunk(2): torch.export keeps the batch size dynamic
+        low, high = self.adaptor(feats).unflatten(0, (2, -1)).unbind(0)
         return {"low": low, "high": high}
 
     def train(self, mode: bool = True) -> DFD:

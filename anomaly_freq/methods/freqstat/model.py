@@ -82,7 +82,8 @@ class FreqStat(AnomalyModule):
         self.fitted.fill_(True)
 
     def predict_step(self, batch: dict, batch_idx: int = 0) -> dict[str, torch.Tensor]:
-        if not self.fitted:
+        # torch.export cannot branch on a buffer's value; it exports saved, fitted checkpoints
+        if not torch.compiler.is_exporting() and not self.fitted:
             raise RuntimeError("freqstat has no statistics yet: fit it on training images first")
         z = ((self.energy(batch["image"]) - self.mean) / self.std).abs().mean(1, keepdim=True)
         amap = gaussian_smooth(z, self.map_sigma, border="mirror")

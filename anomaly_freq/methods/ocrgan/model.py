@@ -185,6 +185,14 @@ class OCRGAN(AnomalyModule):
         return {"fd_mode": self.fd_mode, "cs_mode": self.cs_mode,
                 "d_bn_after_epoch1": "frozen" if self.freeze_d_bn else "train"}
 
+    def export_blocker(self) -> str | None:
+        if self.cs_mode != "random":
+            return None
+        return ("its random channel selection (method.cs_mode=random, or auto with "
+                "method.faithful=true) draws new weights from torch's RNG on every forward, "
+                "which an exported graph cannot reproduce; export a run with cs_mode=learned "
+                "or none")
+
     def train_transform(self) -> TrainingSample:
         """Bands and forgeries per sample, in the loader workers."""
         return TrainingSample(self.fd_mode, self.forgeries, self.cutpaste_area, self.cutout_side)
