@@ -36,7 +36,7 @@ def _fitted_freqstat() -> FreqStat:
     model = FreqStat(image_size=SIDE)
     model.on_train_epoch_start()
     model.training_step({"image": _images(4)}, 0)
-    model.on_train_epoch_end()
+    model.prepare_for_inference()
     return model
 
 
