@@ -7,6 +7,7 @@ import signal
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from anomaly_freq import __version__, registry
@@ -141,12 +142,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     lead = launched_rank() == 0  # DDP ranks other than 0 print nothing
     if lead:
         console.print(f"afreq run: method=[bold]{cfg.method.name}[/] dataset=[bold]"
-                      f"{cfg.dataset.name}[/] category={cfg.dataset.category} seed={cfg.seed}")
+                      f"{cfg.dataset.name}[/] category={escape(str(cfg.dataset.category))} "
+                      f"seed={cfg.seed}{_setting_note(cfg)}")
         console.print(_run_header(cfg), highlight=False, soft_wrap=True)
     results = run(cfg)
     if lead:
         _print_results(results, cfg)
     return 0
+
+
+def _setting_note(cfg) -> str:
+    from anomaly_freq.run.unified import UNIFIED, requested, setting_of
+
+    if setting_of(cfg) != UNIFIED:
+        return ""
+    chosen = requested(cfg.dataset.category)
+    if chosen != "all" and len(chosen) == 1:
+        return (f" setting={UNIFIED} [yellow](one category: the model sees what a per-category "
+                f"run sees; the result is recorded as {UNIFIED})[/]")
+    return f" setting={UNIFIED} (one model for all the categories, each scored apart)"
 
 
 #: the values that decide what a run's numbers mean, shown before it starts
@@ -165,7 +179,9 @@ def _run_header(cfg) -> str:
 
 
 def _print_results(results, cfg) -> None:
-    table = Table(title=f"{cfg.method.name} on {cfg.dataset.name}")
+    unified = cfg.dataset.setting == "unified"
+    table = Table(title=f"{cfg.method.name} on {cfg.dataset.name}"
+                  + (": one unified model, each category scored apart" if unified else ""))
     for column in ("category", "group", "image AUROC", "pixel AUROC", "run folder"):
         table.add_column(column, justify="right" if "AUROC" in column else "left",
                          overflow="fold")

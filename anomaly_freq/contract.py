@@ -32,7 +32,8 @@ LearningType = Literal["one_class", "few_shot"]
 class Batch(TypedDict, total=False):
     """A batch from the data layer. ``image``: float32 B×3×H×W RGB in [0, 1]; ``mask``: float32
     B×1×H×W in {0, 1}; ``label``: int64 B (0 normal, 1 anomalous); ``path`` and ``category``:
-    one string per image. Training batches may carry what `train_transform` adds."""
+    one string per image, bookkeeping that a method must not read (one unified model scores
+    several categories). Training batches may carry what `train_transform` adds."""
 
     image: torch.Tensor
     mask: torch.Tensor

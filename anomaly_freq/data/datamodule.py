@@ -8,13 +8,14 @@ test set, so every test image is scored exactly once.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.data.fewshot import RotatedCopies
@@ -32,10 +33,12 @@ from anomaly_freq.data.pipeline import EpochSampler, SampleTransform, ShardSampl
 class SampleDataset(Dataset):
     """Decodes samples into dicts: image, mask, label, path, mask_path, category, defect and
     index (the sample's position, by which predictions from several ranks are merged); under
-    ``mask_rule=fair_code`` also ``pro_mask``, the PRO metric's own mask."""
+    ``mask_rule=fair_code`` also ``pro_mask``, the PRO metric's own mask. ``category`` names
+    the category of every sample, or maps each sample's path to its own (a unified run's union
+    of categories)."""
 
-    def __init__(self, samples: Sequence[Sample], category: str, image_size: int,
-                 crop: int | None = None, cache: DecodeCache | None = None,
+    def __init__(self, samples: Sequence[Sample], category: str | Mapping[Path, str],
+                 image_size: int, crop: int | None = None, cache: DecodeCache | None = None,
                  resize: str = "pil", mask_rule: str = "nearest") -> None:
         self.samples = list(samples)
         self.category, self.size, self.crop = category, image_size, crop
@@ -61,13 +64,14 @@ class SampleDataset(Dataset):
                                                         self.mask_rule))
         pixel, pro = binarise(levels, self.mask_rule)
         extra = {"pro_mask": _plane(pro)} if self.mask_rule == "fair_code" else {}
+        category = self.category if isinstance(self.category, str) else self.category[s.path]
         return {
             "image": torch.from_numpy(image).permute(2, 0, 1).float().div_(255),
             "mask": _plane(pixel),
             "label": torch.tensor(s.label, dtype=torch.long),
             "path": str(s.path),
             "mask_path": str(s.mask) if s.mask else "",
-            "category": self.category,
+            "category": category,
             "defect": s.defect,
             "index": index,
             **extra,
@@ -101,7 +105,7 @@ class AnomalyDataModule(pl.LightningDataModule):
 
     @classmethod
     def from_config(cls, cfg: DictConfig, train: Sequence[Sample], test: Sequence[Sample],
-                    category: str, cache: DecodeCache,
+                    category: str | Mapping[Path, str], cache: DecodeCache,
                     train_transform: SampleTransform | None = None,
                     shot_fill: str = "zero",
                     calibration: Sequence[Sample] = ()) -> AnomalyDataModule:
@@ -153,3 +157,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         """The test set again: validation is the test-set monitor (``eval.test_every_n_epochs``),
         and the Trainer runs it only when that is on."""
         return self.test_dataloader()
+
+    def test_part_dataloader(self, indices: Sequence[int]) -> DataLoader:
+        """Scoring batches of the test images at ``indices`` (a unified run scores each
+        category's test set apart)."""
+        return self._scoring_loader(Subset(self.test_set, indices))

@@ -2,7 +2,8 @@
 
 `run(cfg)` handles ``dataset.category=all`` by running each category in turn; each category gets
 its own run folder with the resolved config, environment, per-image scores and, written last and
-only on success, ``metrics.json``.
+only on success, ``metrics.json``. ``dataset.setting=unified`` trains one model for all the
+categories instead (`anomaly_freq.run.unified`).
 """
 
 from __future__ import annotations
@@ -77,8 +78,14 @@ def run(cfg: DictConfig) -> list[CategoryResult]:
             f"eval.resolution=original cannot score dataset.center_crop={cfg.dataset.center_crop}"
             ": the maps would cover the crop and the masks the whole image; set eval.resolution"
             " to a size (e.g. eval.resolution=256)")
+    from anomaly_freq.run import unified  # it builds on this module
+
+    setting = unified.setting_of(cfg)
     source = registry.create_dataset(cfg.dataset.name, cfg)
-    results = [run_category(cfg, source, category) for category in categories_of(cfg, source)]
+    if setting == unified.UNIFIED:
+        results = unified.run_unified(cfg, source)
+    else:
+        results = [run_category(cfg, source, c) for c in categories_of(cfg, source)]
     return [r for r in results if r.lead]
 
 
@@ -90,7 +97,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning.*")
 
 
-def with_category(cfg: DictConfig, category: str) -> DictConfig:
+def with_category(cfg: DictConfig, category: str | list[str]) -> DictConfig:
     out = OmegaConf.to_container(cfg, resolve=True)
     out["dataset"]["category"] = category
     frozen = OmegaConf.create(out)
@@ -349,6 +356,7 @@ def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int,
         "learning_type": method.learning_type,
         "dataset": cfg.dataset.name,
         "category": cfg.dataset.category,
+        "setting": cfg.dataset.setting,
         "image_size": cfg.dataset.image_size,
         "resize": cfg.dataset.resize,
         "epochs": method.trainer_arguments.get("max_epochs", cfg.trainer.max_epochs),

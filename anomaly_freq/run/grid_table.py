@@ -1,6 +1,7 @@
 """A sweep's own table, `afreq tables <sweep.yaml>`: a row per combination of the grid's varied
 values, a column per category and the mean, each cell the mean ± std over that point's seeds in
-%. "not run" where no seed has finished, "—" where the grid has no such point."""
+%. "not run" where no seed has finished, "—" where the grid has no such point. A sweep that varies
+``dataset.setting`` gets a row per setting: a unified run fills every category of its row."""
 
 from __future__ import annotations
 
@@ -38,22 +39,25 @@ def sweep_table(sweep: Sweep, points: list[Point],
                 results: pd.DataFrame) -> tuple[list[Block], list[dict[str, str]]]:
     """A block per metric, and the same cells as CSV rows (one column per varied key)."""
     keys = varied_keys(sweep)
-    categories = list(dict.fromkeys(p.category for p in points))
+    categories = list(dict.fromkeys(c for p in points for c in p.scored))
     grid: dict[tuple[str, ...], dict[str, list[Point]]] = {}
     for p in points:
         values = {"setting": p.setting, **dict(p.values)}
-        grid.setdefault(tuple(values[k] for k in keys), {}).setdefault(p.category, []).append(p)
+        row = grid.setdefault(tuple(values[k] for k in keys), {})
+        for category in p.scored:
+            row.setdefault(category, []).append(p)
     results = one_row_per_config(results)
     finished = set(results["config_hash"])
     ran = set(results[results["config_hash"].isin({p.hash for p in points})]["metric"])
     blocks, csv_rows = [], []
     for metric in [m for m in METRICS if m in ran] or [METRICS[0]]:
         scores = results[results["metric"] == metric]
-        score = dict(zip(scores["config_hash"], 100 * scores["value"], strict=True))
+        score = dict(zip(zip(scores["config_hash"], scores["category"], strict=True),
+                         100 * scores["value"], strict=True))
         block = Block(f"{sweep.title or sweep.name} — {metric}",
                       [" · ".join(keys) or "sweep", *categories, "mean"], best_by="column")
         for row, cells_points in grid.items():
-            cells = [_cell(cells_points.get(c, []), finished, score) for c in categories]
+            cells = [_cell(cells_points.get(c, []), c, finished, score) for c in categories]
             cells.append(_mean_cell([cell for c, cell in zip(categories, cells, strict=True)
                                      if c in cells_points]))
             # one row has nothing to be best against
@@ -68,12 +72,12 @@ def sweep_table(sweep: Sweep, points: list[Point],
     return blocks, csv_rows
 
 
-def _cell(points: list[Point], finished: set[str],
-          score: dict[str, float]) -> tuple[str, float | None]:
+def _cell(points: list[Point], category: str, finished: set[str],
+          score: dict[tuple[str, str], float]) -> tuple[str, float | None]:
     if not points:
         return NOT_IN_GRID, None
     done = [p for p in points if p.hash in finished]
-    values = [score[p.hash] for p in done if p.hash in score]
+    values = [score[p.hash, category] for p in done if (p.hash, category) in score]
     if not done:
         return NOT_RUN, None
     if not values:

@@ -2,7 +2,7 @@
 
 A group holds the runs of one configuration but its seeds (``seed``, ``dataset.shot_seed``), of
 one preset and one process count; a rerun of a configuration counts once, at its mean. The
-columns are the identity keys that differ between groups (method, preset, category, shots, ...)
+columns are the identity keys that differ between groups (method, preset, category, setting, ...)
 and, for groups that agree on all of those, the configuration keys that tell them apart.
 """
 
@@ -19,9 +19,9 @@ from rich.table import Table
 from anomaly_freq.run.rundir import NON_EXPERIMENT_KEYS
 from anomaly_freq.run.store import SEED_KEYS
 
-IDENTITY = ("method", "preset", "dataset", "data", "category", "image_size", "resize", "shots",
-            "shot_copies", "epochs", "eval_resolution", "model_selection", "score_normalisation",
-            "pro_variant", "learning_type", "processes", "precision")
+IDENTITY = ("method", "preset", "dataset", "data", "category", "setting", "image_size", "resize",
+            "shots", "shot_copies", "epochs", "eval_resolution", "model_selection",
+            "score_normalisation", "pro_variant", "learning_type", "processes", "precision")
 FIRST_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 
 

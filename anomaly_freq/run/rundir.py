@@ -30,15 +30,26 @@ NON_EXPERIMENT_KEYS = ("output", "trainer.enable_progress_bar", "trainer.log_eve
                        "trainer.num_nodes", "trainer.strategy", "logger", "tracking")
 
 
-def config_hash(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> str:
-    """Hash of the resolved config without non-experiment keys: equal hash, equal experiment."""
+# dataset.setting: one model per category, or one unified model for several (run/unified.py)
+PER_CATEGORY, UNIFIED = "per_category", "unified"
+# Experiment keys added after runs existed, left out of the hash at these values (their
+# defaults), so that the runs made before them keep their hashes and stay finished.
+LATER_KEYS = {"dataset.setting": PER_CATEGORY}
+
+
+def config_hash(cfg: DictConfig, ignore: tuple[str, ...] = (), category: str | None = None) -> str:
+    """Hash of the resolved config without non-experiment keys: equal hash, equal experiment.
+    ``category`` replaces ``dataset.category`` first (one category of a unified run)."""
     data = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in (*NON_EXPERIMENT_KEYS, *ignore):
+    if category is not None:
+        data["dataset"]["category"] = category
+    for dotted in (*NON_EXPERIMENT_KEYS, *ignore, *LATER_KEYS):
         *parents, leaf = dotted.split(".")
         node = data
         for part in parents:
             node = node.get(part, {})
-        node.pop(leaf, None)
+        if dotted not in LATER_KEYS or node.get(leaf) == LATER_KEYS[dotted]:
+            node.pop(leaf, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

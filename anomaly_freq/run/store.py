@@ -1,4 +1,9 @@
-"""The result store: every finished run folder as rows of one long-format table."""
+"""The result store: every finished run folder as rows of one long-format table.
+
+A unified run (``dataset.setting=unified``) gives the rows of each category it scored, with
+``setting`` unified; its runs share one config hash, so a run's rows are told apart by
+``config_hash`` and ``category`` together.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,14 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly_freq.config import CONFIG_DIR
-from anomaly_freq.run.rundir import FINISHED_MARKER, config_hash
+from anomaly_freq.run.rundir import FINISHED_MARKER, PER_CATEGORY, UNIFIED, config_hash
 
 PROTOCOL_FIELDS = ("eval_resolution", "image_size", "resize", "epochs", "shot_copies",
                    "model_selection", "score_normalisation", "pro_variant", "learning_type",
                    "processes", "precision")
-COLUMNS = ["method", "preset", "dataset", "data", "category", "seed", "shots", "shot_seed",
-           "metric", "value", "config_hash", "variant", "group", *PROTOCOL_FIELDS, "run_dir"]
+COLUMNS = ["method", "preset", "dataset", "data", "category", "setting", "seed", "shots",
+           "shot_seed", "metric", "value", "config_hash", "variant", "group", *PROTOCOL_FIELDS,
+           "run_dir"]
 SEED_KEYS = ("seed", "dataset.shot_seed")  # runs that differ only here are seeds of one group
 # Keys of a dataset's own config file that say where or which part of it, not what data it is.
 NOT_DATA_KEYS = ("name", "root", "category")
@@ -65,7 +71,8 @@ def _shipped_dataset(name: str) -> DictConfig:
 
 
 def load_results(root: Path) -> pd.DataFrame:
-    """One row per run × metric, with the run's identity and protocol fields."""
+    """One row per run × metric (× category, for a unified run), with the run's identity and
+    protocol fields."""
     rows = []
     for run_dir in finished_runs(root):
         cfg = OmegaConf.load(run_dir / "config.yaml")
@@ -77,6 +84,7 @@ def load_results(root: Path) -> pd.DataFrame:
             "dataset": cfg.dataset.name,
             "data": data_settings(cfg),
             "category": cfg.dataset.category,
+            "setting": cfg.dataset.get("setting", PER_CATEGORY),  # older runs lack the key
             "seed": cfg.seed,
             "shots": cfg.dataset.get("shots"),
             "shot_seed": cfg.dataset.get("shot_seed") if cfg.dataset.get("shots") else None,
@@ -87,7 +95,16 @@ def load_results(root: Path) -> pd.DataFrame:
             **{field: protocol.get(field) for field in PROTOCOL_FIELDS},
             "run_dir": str(run_dir),
         }
-        for metric, value in metrics.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                rows.append({**base, "metric": metric, "value": float(value)})
+        if base["setting"] != UNIFIED:
+            rows += _rows(base, metrics)
+            continue
+        for category, values in metrics["categories"].items():
+            rows += _rows({**base, "category": category,
+                           "group": config_hash(cfg, ignore=SEED_KEYS, category=category)},
+                          values)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _rows(base: dict, metrics: dict) -> list[dict]:
+    return [{**base, "metric": metric, "value": float(value)} for metric, value in metrics.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)]

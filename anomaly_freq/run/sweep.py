@@ -3,8 +3,10 @@
 A sweep file holds ``overrides`` shared by every run, a ``grid`` of config keys to values (its
 Cartesian product), optional ``settings`` (a paper table's column label → extra overrides) and
 optional ``published`` metadata for `afreq tables`. ``dataset.category: all`` expands to the
-dataset's categories. Each point is identified by the hash of its resolved config, so a point
-that already has a finished run anywhere under the output root is skipped.
+dataset's categories; under ``dataset.setting=unified`` the categories (all, or the grid's list)
+make one point, a single run that scores each of them. Each point is identified by the hash of
+its resolved config, so a point that already has a finished run anywhere under the output root
+is skipped.
 
 Locally, each worker gets its own set of ``--devices-per-job`` GPUs and runs in the sweep's
 process group; SIGINT or SIGTERM to the sweep stops its workers and records their points as
@@ -43,6 +45,7 @@ from anomaly_freq.run.engine import with_category
 from anomaly_freq.run.progress import SweepProgress
 from anomaly_freq.run.rundir import config_hash
 from anomaly_freq.run.store import finished_hashes, is_finished
+from anomaly_freq.run.unified import UNIFIED, setting_of, unified_config
 
 SWEEP_KEYS = {"name", "title", "overrides", "grid", "settings", "published", "deviations",
               "slurm"}
@@ -74,6 +77,11 @@ class Point:
     hash: str
     output_root: Path
     values: tuple[tuple[str, str], ...] = ()  # the grid's values of this point, but its category
+    categories: tuple[str, ...] = ()  # those a unified point scores; else just its category
+
+    @property
+    def scored(self) -> tuple[str, ...]:
+        return self.categories or (self.category,)
 
     @property
     def label(self) -> str:
@@ -115,16 +123,34 @@ def expand(sweep: Sweep, devices: Sequence[str] = ()) -> list[Point]:
             overrides = [*sweep.overrides, *(extra or []),
                          *(f"{k}={_text(v)}" for k, v in chosen.items() if k != "dataset.category")]
             cfg = load_config(overrides)
+            values = tuple((k, _text(v)) for k, v in chosen.items() if k != "dataset.category")
+            if setting_of(cfg) == UNIFIED:
+                point = _unified_point(setting, overrides, sweep.grid.get(
+                    "dataset.category", cfg.dataset.category), devices, values)
+                if point not in points:  # the grid's categories were one run all along
+                    points.append(point)
+                continue
             categories = chosen.get("dataset.category", cfg.dataset.category)
             if categories == "all":
                 categories = registry.create_dataset(cfg.dataset.name, cfg).categories()
             for category in [categories] if isinstance(categories, str) else categories:
                 run = [*overrides, f"dataset.category={category}", *devices]
                 resolved = with_category(load_config(run), category)
-                values = tuple((k, _text(v)) for k, v in chosen.items() if k != "dataset.category")
                 points.append(Point(setting, category, tuple(run), config_hash(resolved),
                                     Path(resolved.output.root), values))
     return points
+
+
+def _unified_point(setting: str, overrides: list[str], categories: Any,
+                   devices: Sequence[str], values: tuple[tuple[str, str], ...]) -> Point:
+    """One run over ``categories`` (all, or a list), scoring each of them."""
+    run = [*overrides, f"dataset.category={_text(categories)}", *devices]
+    resolved = unified_config(load_config(run))
+    names = resolved.dataset.category
+    if names == "all":
+        names = registry.create_dataset(resolved.dataset.name, resolved).categories()
+    return Point(setting, UNIFIED, tuple(run), config_hash(resolved),
+                 Path(resolved.output.root), values, tuple(names))
 
 
 def _listed(values: Any) -> list[Any]:

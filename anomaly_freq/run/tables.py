@@ -3,14 +3,16 @@
 For every sweep file with ``published`` metadata, one block per (setting, metric): categories in
 the field's canonical order with group means and the mean, the published columns of that paper
 table, our reproduction (mean ± std over seeds and shot draws), and Δ against the published value
-of the method we reproduce. Cells without runs say "not run". Values are percentages.
+of the method we reproduce. Where the same points have also run unified (one model for all the
+categories, ``dataset.setting=unified``), a "unified" column follows. Cells without runs say "not
+run". Values are percentages.
 """
 
 from __future__ import annotations
 
 import io
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +24,7 @@ from anomaly_freq.files import write_atomic
 from anomaly_freq.metrics.monitor import PREFIX
 from anomaly_freq.parameters import count_parameters
 from anomaly_freq.run.published import PUBLISHED_DIR, load_published
+from anomaly_freq.run.rundir import UNIFIED
 from anomaly_freq.run.sweep import Point, Sweep, expand, load_sweep
 
 GROUPS = {
@@ -89,6 +92,7 @@ def paper_blocks(sweep: Sweep, points: list[Point], results: pd.DataFrame,
     blocks = []
     for setting in sweep.settings:
         setting_points = [p for p in points if p.setting == setting]
+        twins = unified_points(sweep, setting) if points else []
         dataset = _dataset(sweep, setting_points)
         for metric in meta.get("metrics", ["image_auroc"]):
             pub = published[(published["source"] == meta["source"])
@@ -98,7 +102,8 @@ def paper_blocks(sweep: Sweep, points: list[Point], results: pd.DataFrame,
                             & (published["setting"] == meta.get("settings", {}).get(setting,
                                                                                     setting))
                             & (published["metric"] == metric)]
-            blocks.append(_block(sweep, setting, metric, dataset, setting_points, results, pub))
+            blocks.append(_block(sweep, setting, metric, dataset, setting_points, results, pub,
+                                 twins))
     return blocks
 
 
@@ -110,23 +115,27 @@ def _dataset(sweep: Sweep, points: list[Point]) -> str:
 
 
 def _block(sweep: Sweep, setting: str, metric: str, dataset: str, points: list[Point],
-           results: pd.DataFrame, pub: pd.DataFrame) -> Block:
+           results: pd.DataFrame, pub: pd.DataFrame, twins: list[Point]) -> Block:
     ours = sweep.published.get("method", "")
     methods = list(dict.fromkeys(pub["paper"]))
     published = {m: dict(zip(g["category"], g["value"], strict=True))
                  for m, g in pub.groupby("paper")}
     ours_metric = OUR_METRIC.get(metric, metric)
     used = results[results["config_hash"].isin({p.hash for p in points})]
-    reproduced = _per_category(used, ours_metric, points)
+    reproduced = _per_category(used, ours_metric)
     # the papers' own model selection, when the runs scored the test set during training
-    oracle = _per_category(used, PREFIX + ours_metric, points)
-    present = {p.category for p in points} | set(pub["category"])
+    oracle = _per_category(used, PREFIX + ours_metric)
+    unified = _per_category(results[results["config_hash"].isin({p.hash for p in twins})],
+                            ours_metric)
+    present = {c for p in points for c in p.scored} | set(pub["category"])
     order = category_order(dataset, present)
     block = Block(f"{sweep.title or sweep.name} — {metric}, setting {setting}",
                   ["category", *methods, "reproduced", f"Δ vs {ours}" if ours else "Δ",
-                   *(["best epoch on test"] if oracle else [])])
+                   *(["best epoch on test"] if oracle else []),
+                   *([UNIFIED] if unified else [])])
     means = {c: _mean_std(v)[0] for c, v in reproduced.items()}
     oracle_means = {c: _mean_std(v)[0] for c, v in oracle.items()}
+    unified_means = {c: _mean_std(v)[0] for c, v in unified.items()}
     categories = [c for c in order if not c.startswith("mean")]
     for label in order:
         cells, numbers = [], []
@@ -155,20 +164,37 @@ def _block(sweep: Sweep, setting: str, metric: str, dataset: str, points: list[P
             ran = label in reproduced or (label.startswith("mean") and mean is not None)
             cells.append("—" if best[0] is None and ran else _fmt(*best))
             numbers.append(None)  # chosen on test data: never the bold "best"
+        if unified:
+            if label.startswith("mean"):
+                cells.append(_fmt(_summary(unified_means, label, dataset, categories)))
+            else:
+                cells.append(_fmt(*_mean_std(unified[label])) if label in unified else NOT_RUN)
+            numbers.append(None)  # another protocol than the published columns
         block.rows.append((label.replace("_", " "), cells, numbers))
     block.footer = _protocol_footer(sweep, used[used["metric"] == ours_metric])
     if oracle:
         block.footer.append("Best epoch on test: the evaluation during training with the best "
                             "test score, as the paper's code chose its model; shown for "
                             "comparison only, 'reproduced' is the last epoch.")
+    if unified:
+        block.footer.append("Unified: the same runs with dataset.setting=unified, one model "
+                            "trained on every category's images at once and each category "
+                            "scored apart (mean ± std over seeds); the published and "
+                            "reproduced columns train one model per category.")
     return block
 
 
-def _per_category(used: pd.DataFrame, metric: str, points: list[Point]) -> dict[str, list[float]]:
-    by_hash = {p.hash: p.category for p in points}
+def unified_points(sweep: Sweep, setting: str) -> list[Point]:
+    """The points of ``setting`` as unified runs: one per grid value but the categories."""
+    twin = replace(sweep, overrides=[*sweep.overrides, f"dataset.setting={UNIFIED}"],
+                   settings={setting: sweep.settings[setting]})
+    return expand(twin)
+
+
+def _per_category(used: pd.DataFrame, metric: str) -> dict[str, list[float]]:
     values: dict[str, list[float]] = {}
     for _, row in used[used["metric"] == metric].iterrows():
-        values.setdefault(by_hash[row["config_hash"]], []).append(100 * row["value"])
+        values.setdefault(row["category"], []).append(100 * row["value"])
     return values
 
 
@@ -255,8 +281,9 @@ def _reproduced_summary(metric: str, points: list[Point],
 
 
 def one_row_per_config(results: pd.DataFrame) -> pd.DataFrame:
-    """Runs of one configuration (equal hash) count once, at their mean: a rerun is not a seed."""
-    keys = ["config_hash", "metric"]
+    """Runs of one configuration (equal hash) count once, at their mean: a rerun is not a seed.
+    A unified run's categories share its hash and stay apart."""
+    keys = ["config_hash", "category", "metric"]
     mean = results.groupby(keys, sort=False, dropna=False)["value"].transform("mean")
     return results.assign(value=mean).drop_duplicates(keys)
 
@@ -275,7 +302,10 @@ def cross_method_blocks(results: pd.DataFrame) -> list[Block]:
 def _cross_method_data_blocks(runs: pd.DataFrame, data: str) -> list[Block]:
     blocks = []
     # a column per configuration, named by its preset (hash added where a preset has several)
-    presets = runs.groupby(["method", "variant"])["preset"].first()
+    first = runs.groupby(["method", "variant"])[["preset", "setting"]].first()
+    presets = pd.Series([f"{p} {UNIFIED}" if s == UNIFIED else p
+                         for p, s in zip(first["preset"], first["setting"], strict=True)],
+                        index=first.index, dtype=object)
     counts = presets.value_counts()
     labels = {key: name if counts[name] == 1 else f"{name} ({key[1][:6]})"
               for key, name in presets.items()}
@@ -303,6 +333,9 @@ def _cross_method_data_blocks(runs: pd.DataFrame, data: str) -> list[Block]:
             block.rows.append((label.replace("_", " "), cells, numbers))
         block.footer = ["Each column is one method configuration; mean ± std over seeds. Runs "
                         "come from the result store, so a new plugin appears once it has run."]
+        if (first["setting"] == UNIFIED).any():
+            block.footer.append(f"'{UNIFIED}': one model for all the categories (dataset."
+                                f"setting={UNIFIED}), beside the per-category models.")
         blocks.append(block)
     return blocks
 

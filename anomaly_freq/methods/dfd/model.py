@@ -48,8 +48,9 @@ class DFD(AnomalyModule):
     The arguments are the keys of ``configs/method/dfd.yaml``, which documents them, with its
     values as defaults (``backbone.name`` → ``backbone_name``, ``synth.dtd_root`` →
     ``dtd_root``). ``foreground`` is all | above | below, or a table category → that (the
-    config's per-dataset table), looked up with ``category``; ``image_size`` is the side of the
-    images the method sees and ``shot_fill`` the run's ``dataset.shot_fill``."""
+    config's per-dataset table), looked up with ``category`` (``unified`` when one model serves
+    every category: absent from the table, the whole run takes all); ``image_size`` is the side
+    of the images the method sees and ``shot_fill`` the run's ``dataset.shot_fill``."""
 
     learning_type = "few_shot"
     speed_modules = ("features", "adaptor", "gaussian", "perlin")
