@@ -553,7 +553,8 @@ def build_datamodule(cfg: Any, transform: Any, cache_root: Path) -> AnomalyDataM
     category = str(cfg.dataset.category)
     train, test = source.samples(category)
     cache = DecodeCache(cfg.dataset.cache, cache_root / "decoded")
-    return AnomalyDataModule.from_config(cfg, train, test, category, cache, transform)
+    return AnomalyDataModule.from_config(cfg.dataset, train, test, category, cache, transform,
+                                         seed=cfg.seed)
 
 
 def batches_forever(loader: DataLoader) -> Iterator[Any]:

@@ -45,8 +45,8 @@ def _datamodule(name: str, workers: int) -> AnomalyDataModule:
         train = draw_shots(train, cfg.dataset.shots, cfg.dataset.shot_seed)
     method = build_method(cfg)
     cache = DecodeCache("none", cache_dir() / "decoded")
-    return AnomalyDataModule.from_config(cfg, train, test, "weave", cache,
-                                         method.train_transform())
+    return AnomalyDataModule.from_config(cfg.dataset, train, test, "weave", cache,
+                                         method.train_transform(), seed=cfg.seed)
 
 
 def _epochs(dm: AnomalyDataModule, epochs: int = 2) -> list[dict]:

@@ -104,12 +104,12 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.num_workers, self.seed = num_workers, seed
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, train: Sequence[Sample], test: Sequence[Sample],
+    def from_config(cls, d: DictConfig, train: Sequence[Sample], test: Sequence[Sample],
                     category: str | Mapping[Path, str], cache: DecodeCache,
                     train_transform: SampleTransform | None = None,
                     shot_fill: str = "zero",
-                    calibration: Sequence[Sample] = ()) -> AnomalyDataModule:
-        d = cfg.dataset
+                    calibration: Sequence[Sample] = (), *, seed: int) -> AnomalyDataModule:
+        """From the run's ``dataset`` section ``d``; ``seed`` keys the training draws."""
         workers = default_workers() if d.num_workers is None else int(d.num_workers)
         if cache.mode == "memory" and workers > 0:
             cache = DecodeCache("disk", cache.folder)  # worker processes cannot share a dict
@@ -122,7 +122,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         if d.shot_copies:
             train_set = RotatedCopies(train_set, d.shot_copies, d.shot_rotation, d.shot_seed,
                                       shot_fill)
-        return cls(train_set, make(test), d.batch_size, d.eval_batch_size, workers, cfg.seed,
+        return cls(train_set, make(test), d.batch_size, d.eval_batch_size, workers, seed,
                    train_transform, make(calibration))
 
     def _ranks(self) -> tuple[int, int]:

@@ -122,9 +122,9 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
     shared, scorer = SharedRunDir(), EvaluatorCallback(evaluator)
     callbacks: list[pl.Callback] = [shared, scorer]
     cache = DecodeCache(cfg.dataset.cache, cache_dir() / "decoded")
-    datamodule = AnomalyDataModule.from_config(cfg, train, test, category, cache,
+    datamodule = AnomalyDataModule.from_config(cfg.dataset, train, test, category, cache,
                                                method.train_transform(), shot_fill(cfg, method),
-                                               split.calibration)
+                                               split.calibration, seed=cfg.seed)
     monitor = None
     if cfg.eval.test_every_n_epochs:
         monitor = BestOnTestMonitor(lambda: _make_evaluator(cfg), cfg.eval.test_every_n_epochs,

@@ -135,9 +135,9 @@ def run_unified(cfg: DictConfig, source: DatasetSource) -> list[CategoryResult]:
     method.apply_speed_options(**speed_options(cfg))
     shared, scorer = SharedRunDir(), EvaluatorCallback(_make_evaluator(cfg))
     cache = DecodeCache(cfg.dataset.cache, cache_dir() / "decoded")
-    datamodule = AnomalyDataModule.from_config(cfg, split.train, test, owner, cache,
+    datamodule = AnomalyDataModule.from_config(cfg.dataset, split.train, test, owner, cache,
                                                method.train_transform(), shot_fill(cfg, method),
-                                               split.calibration)
+                                               split.calibration, seed=cfg.seed)
     trainer = make_trainer(cfg, method, [shared, scorer])
     lead = trainer.global_rank == 0
     if lead:
