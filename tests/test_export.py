@@ -15,10 +15,9 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from anomaly_freq.config import load_config
+from anomaly_freq.config import build_method, load_config
 from anomaly_freq.data.images import decode_image
 from anomaly_freq.errors import AfreqError
-from anomaly_freq.methods.ocrgan import OCRGAN
 from anomaly_freq.run.checkpoint import read_checkpoint, save_checkpoint
 from anomaly_freq.run.engine import run
 from anomaly_freq.run.export import FORMATS, export_checkpoint
@@ -178,7 +177,7 @@ def test_formats_and_file_names_are_checked(freqstat_run, tmp_path):
 def test_a_method_that_cannot_be_exported_says_why(tmp_path):
     cfg = load_config(["method=ocrgan_fast", "method.cs_mode=random", "dataset.image_size=16",
                        "model.ngf=2", "model.ndf=2"])
-    save_checkpoint(OCRGAN(cfg), cfg, tmp_path / "model.pt")
+    save_checkpoint(build_method(cfg), cfg, tmp_path / "model.pt")
     with pytest.raises(AfreqError, match="random channel selection .*cs_mode=learned or none"):
         export_checkpoint(tmp_path / "model.pt", "torchscript")
     assert not (tmp_path / "model.torchscript.pt").exists()

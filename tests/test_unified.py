@@ -102,7 +102,7 @@ def test_no_category_label_reaches_the_scores(preset, tmp_path):
     if preset == "freqstat":  # statistics from the batch itself stand in for training
         method.on_train_epoch_start()
         method.training_step(batch, 0)
-        method.on_train_epoch_end()
+        method.prepare_for_inference()
     outputs = []
     for labels in (batch["category"], ["washer"] * 6, ["other"] * 6):
         method.on_predict_start()
@@ -234,10 +234,10 @@ def pd_frame(rows):
 
 
 def test_readme_command_on_the_mvtec_ad_layout(tmp_path):
-    from anomaly_freq.data.sources import MVTEC_OBJECTS, MVTEC_TEXTURES
+    from anomaly_freq.data.mvtec_ad import OBJECTS, TEXTURES
     from tests.trees import write_mvtec
 
-    categories = (*MVTEC_TEXTURES, *MVTEC_OBJECTS)
+    categories = (*TEXTURES, *OBJECTS)
     root = write_mvtec(tmp_path / "mvtec", categories, size=64, n_train=2, n_good=1,
                        defects=("crack",), n_defect=1)
     result = run_cli(["run", "method=fair", "dataset=mvtec_ad", "dataset.category=all",
