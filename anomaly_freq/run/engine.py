@@ -118,7 +118,7 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     method = build_method(cfg)
     method.apply_speed_options(**speed_options(cfg))
-    evaluator = _make_evaluator(cfg)
+    evaluator = make_evaluator(cfg)
     shared, scorer = SharedRunDir(), EvaluatorCallback(evaluator)
     callbacks: list[pl.Callback] = [shared, scorer]
     cache = DecodeCache(cfg.dataset.cache, cache_dir() / "decoded")
@@ -127,7 +127,7 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
                                                split.calibration, seed=cfg.seed)
     monitor = None
     if cfg.eval.test_every_n_epochs:
-        monitor = BestOnTestMonitor(lambda: _make_evaluator(cfg), cfg.eval.test_every_n_epochs,
+        monitor = BestOnTestMonitor(lambda: make_evaluator(cfg), cfg.eval.test_every_n_epochs,
                                     list(cfg.eval.best_on_test_by), None)
         callbacks.append(monitor)
     trainer = make_trainer(cfg, method, callbacks)  # bad devices/strategy fail before a folder
@@ -136,17 +136,17 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
         shared.path = create_run_dir(cfg, category)
         write_atomic(shared.path / "config.yaml", config_to_yaml(cfg))
         write_json(shared.path / "environment.json", {"seed": cfg.seed, **environment()})
-        write_atomic(shared.path / "train_files.txt", _file_list(train))
+        write_atomic(shared.path / "train_files.txt", file_list(train))
         trainer.loggers = make_loggers(cfg, shared.path)
         if monitor is not None:
             monitor.path = shared.path / "test_curve.csv"
         if trainer.world_size > 1:  # Lightning kills the others when one rank dies
             write_atomic(shared.path / "error.txt", PENDING)
     try:
-        _guard_interrupt(trainer.fit, method, datamodule=datamodule)
-        _guard_interrupt(trainer.predict, method, datamodule=datamodule, return_predictions=False)
-        scorer.evaluator = calibrated = _make_evaluator(cfg)  # the test set's stays intact
-        _guard_interrupt(trainer.predict, method, dataloaders=datamodule.calibration_dataloader(),
+        guard_interrupt(trainer.fit, method, datamodule=datamodule)
+        guard_interrupt(trainer.predict, method, datamodule=datamodule, return_predictions=False)
+        scorer.evaluator = calibrated = make_evaluator(cfg)  # the test set's stays intact
+        guard_interrupt(trainer.predict, method, dataloaders=datamodule.calibration_dataloader(),
                          return_predictions=False)
         if not lead:
             return CategoryResult(category, source.group(category), {}, shared.path, lead=False)
@@ -170,7 +170,7 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
         (run_dir / "error.txt").unlink(missing_ok=True)
         write_json(run_dir / "metrics.json", {"category": category, **metrics})
     except BaseException as err:
-        _record_error(shared.path, trainer.global_rank, err)
+        record_error(shared.path, trainer.global_rank, err)
         raise
     return CategoryResult(category, source.group(category), metrics, run_dir)
 
@@ -180,7 +180,7 @@ def launched_rank() -> int:
     return rank_zero_only.rank
 
 
-def _make_evaluator(cfg: DictConfig) -> Evaluator:
+def make_evaluator(cfg: DictConfig) -> Evaluator:
     return Evaluator(cfg.eval.resolution, cfg.metrics.pro_variant, cfg.eval.normalisation,
                      mask_rule=cfg.dataset.mask_rule)
 
@@ -215,7 +215,7 @@ PENDING = ("no result yet: the run is in progress, or one of its processes was k
            "it could report (its traceback is in the terminal or job log)\n")
 
 
-def _record_error(run_dir: Path | None, rank: int, err: BaseException) -> None:
+def record_error(run_dir: Path | None, rank: int, err: BaseException) -> None:
     """error.txt in the run folder, holding the first failure: when one DDP rank fails, the
     others fail next (their peer is gone) and must not hide the cause."""
     if run_dir is None:
@@ -380,7 +380,7 @@ def protocol(cfg: DictConfig, method: Any, n_train: int, n_test: int,
     }
 
 
-def _guard_interrupt(call, *args, **kwargs) -> None:
+def guard_interrupt(call, *args, **kwargs) -> None:
     """Lightning turns Ctrl-C into `sys.exit(1)` and ignores SIGINT after; undo both. An
     AfreqError from a loader worker comes back as its own line (see `worker_error`)."""
     try:
@@ -398,6 +398,6 @@ def _guard_interrupt(call, *args, **kwargs) -> None:
         raise KeyboardInterrupt("run interrupted during training or prediction") from err
 
 
-def _file_list(samples: list[Sample]) -> str:
+def file_list(samples: list[Sample]) -> str:
     return "".join(f"{s.path}\n" for s in samples)
 

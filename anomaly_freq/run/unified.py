@@ -39,13 +39,13 @@ from anomaly_freq.run.engine import (
     PENDING,
     CategoryResult,
     SharedRunDir,
-    _file_list,
-    _guard_interrupt,
-    _make_evaluator,
-    _record_error,
+    file_list,
+    guard_interrupt,
     launched_rank,
+    make_evaluator,
     make_trainer,
     protocol,
+    record_error,
     shot_fill,
     with_category,
 )
@@ -133,7 +133,7 @@ def run_unified(cfg: DictConfig, source: DatasetSource) -> list[CategoryResult]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     method = build_method(built)
     method.apply_speed_options(**speed_options(cfg))
-    shared, scorer = SharedRunDir(), EvaluatorCallback(_make_evaluator(cfg))
+    shared, scorer = SharedRunDir(), EvaluatorCallback(make_evaluator(cfg))
     cache = DecodeCache(cfg.dataset.cache, cache_dir() / "decoded")
     datamodule = AnomalyDataModule.from_config(cfg.dataset, split.train, test, owner, cache,
                                                method.train_transform(), shot_fill(cfg, method),
@@ -144,22 +144,22 @@ def run_unified(cfg: DictConfig, source: DatasetSource) -> list[CategoryResult]:
         shared.path = create_run_dir(cfg, UNIFIED)
         write_atomic(shared.path / "config.yaml", config_to_yaml(cfg))
         write_json(shared.path / "environment.json", {"seed": cfg.seed, **environment()})
-        write_atomic(shared.path / "train_files.txt", _file_list(split.train))
+        write_atomic(shared.path / "train_files.txt", file_list(split.train))
         trainer.loggers = make_loggers(built, shared.path)
         if trainer.world_size > 1:
             write_atomic(shared.path / "error.txt", PENDING)
     try:
-        _guard_interrupt(trainer.fit, method, datamodule=datamodule)
+        guard_interrupt(trainer.fit, method, datamodule=datamodule)
         evaluators: dict[str, Evaluator] = {}
         start = 0
         for category in categories:
-            scorer.evaluator = evaluators[category] = _make_evaluator(cfg)
+            scorer.evaluator = evaluators[category] = make_evaluator(cfg)
             indices = range(start, start + len(tests[category]))
             start = indices.stop
-            _guard_interrupt(trainer.predict, method, return_predictions=False,
+            guard_interrupt(trainer.predict, method, return_predictions=False,
                              dataloaders=datamodule.test_part_dataloader(indices))
-        scorer.evaluator = calibrated = _make_evaluator(cfg)
-        _guard_interrupt(trainer.predict, method, dataloaders=datamodule.calibration_dataloader(),
+        scorer.evaluator = calibrated = make_evaluator(cfg)
+        guard_interrupt(trainer.predict, method, dataloaders=datamodule.calibration_dataloader(),
                          return_predictions=False)
         if not lead:
             return [CategoryResult(c, source.group(c), {}, shared.path, lead=False)
@@ -187,7 +187,7 @@ def run_unified(cfg: DictConfig, source: DatasetSource) -> list[CategoryResult]:
         write_json(run_dir / "metrics.json", {"setting": UNIFIED, "categories": per_category,
                                               "mean": means})
     except BaseException as err:
-        _record_error(shared.path, trainer.global_rank, err)
+        record_error(shared.path, trainer.global_rank, err)
         raise
     return [CategoryResult(c, source.group(c), per_category[c], run_dir / "categories" / c)
             for c in categories]
