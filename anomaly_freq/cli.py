@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="score new images with a saved checkpoint or an "
                                        "exported model")
     p.add_argument("settings", nargs="+", metavar="key=value",
-                   help="checkpoint=<run folder>/model.pt, or a file afreq export wrote "
+                   help="checkpoint=<run folder or its model.pt>, or a file afreq export wrote "
                         "(.onnx, TorchScript .pt), images=<folder> [method=<name>] "
                         "[output=<folder>]")
     p.set_defaults(func=cmd_predict)
@@ -284,7 +284,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     unknown = set(settings) - allowed
     if unknown or not {"checkpoint", "images"} <= settings.keys():
         got = " ".join(args.settings)
-        raise AfreqError("afreq predict takes checkpoint=<model.pt> images=<folder> and "
+        raise AfreqError("afreq predict takes checkpoint=<run folder or model.pt> images=<folder> and "
                          f"optionally method=<name> output=<folder> (got {got})")
     result = predict_folder(Path(settings["checkpoint"]), Path(settings["images"]),
                             Path(settings["output"]) if settings.get("output") else None,

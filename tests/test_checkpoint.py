@@ -31,6 +31,16 @@ def test_checkpoint_reproduces_the_run_scores(trained):
     assert score.item() == pytest.approx(float(rows[0]["pred_score"]), rel=1e-5)
 
 
+def test_a_run_folder_stands_for_its_model_pt(trained):
+    from_folder, _ = load_checkpoint(trained.run_dir)
+    from_file, _ = load_checkpoint(trained.run_dir / "model.pt")
+    assert from_folder.state_dict().keys() == from_file.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(from_folder.state_dict().values(),
+                                                 from_file.state_dict().values(), strict=True))
+    with pytest.raises(AfreqError, match="model.pt does not exist"):
+        load_checkpoint(trained.run_dir / "logs")
+
+
 def test_checkpoint_errors(trained, tmp_path):
     path = trained.run_dir / "model.pt"
     with pytest.raises(AfreqError, match="trained with method 'freqstat' .*, not 'fair'"):

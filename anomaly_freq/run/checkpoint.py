@@ -49,8 +49,15 @@ def load_checkpoint(path: Path, expected_method: str | None = None) -> tuple[Any
     return checkpoint.method, checkpoint.cfg
 
 
+def checkpoint_file(path: Path) -> Path:
+    """``path`` itself, or the model.pt of the run folder ``path``."""
+    return path / "model.pt" if path.is_dir() else path
+
+
 def read_checkpoint(path: Path, expected_method: str | None = None) -> Checkpoint:
-    """The method rebuilt from a checkpoint, its config and its stored calibration."""
+    """The method rebuilt from a checkpoint (a model.pt or its run folder), its config and its
+    stored calibration."""
+    path = checkpoint_file(path)
     if not path.is_file():
         raise AfreqError(f"checkpoint {path} does not exist")
     try:

@@ -24,7 +24,7 @@ from torch import nn
 from anomaly_freq import __version__
 from anomaly_freq.errors import AfreqError
 from anomaly_freq.files import replacing, write_json
-from anomaly_freq.run.checkpoint import read_checkpoint
+from anomaly_freq.run.checkpoint import checkpoint_file, read_checkpoint
 from anomaly_freq.run.exported import (
     INPUT_NAME,
     INSTALL_HINT,
@@ -140,7 +140,7 @@ def _output(checkpoint: Path, fmt: str, output: Path | None) -> tuple[Path, Path
         raise AfreqError(f"format={fmt} is unknown; use format=onnx or format=torchscript")
     if fmt == "onnx":
         require_onnx()
-    source = checkpoint / "model.pt" if checkpoint.is_dir() else checkpoint
+    source = checkpoint_file(checkpoint)
     output = output or source.with_name(DEFAULT_NAMES[fmt])
     if output.suffix != FORMATS[fmt]:
         raise AfreqError(f"output={output}: a {fmt} export must end in {FORMATS[fmt]} "
