@@ -284,8 +284,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     unknown = set(settings) - allowed
     if unknown or not {"checkpoint", "images"} <= settings.keys():
         got = " ".join(args.settings)
-        raise AfreqError("afreq predict takes checkpoint=<run folder or model.pt> images=<folder> and "
-                         f"optionally method=<name> output=<folder> (got {got})")
+        raise AfreqError("afreq predict takes checkpoint=<run folder or model.pt> "
+                         "images=<folder> and optionally method=<name> output=<folder> "
+                         f"(got {got})")
     result = predict_folder(Path(settings["checkpoint"]), Path(settings["images"]),
                             Path(settings["output"]) if settings.get("output") else None,
                             settings.get("method"))
