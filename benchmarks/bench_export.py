@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from anomaly_freq import registry
-from anomaly_freq.config import load_config
+from anomaly_freq.config import build_method, load_config
 from anomaly_freq.run.checkpoint import read_checkpoint, save_checkpoint
 from anomaly_freq.run.export import export_checkpoint
 from anomaly_freq.run.exported import onnx_runner, torchscript_runner
@@ -30,7 +29,7 @@ def _checkpoint(preset: str, folder: Path) -> tuple[Path, int]:
     """A saved, export-ready model of ``preset`` and its image side."""
     cfg = load_config([f"method={preset}", "backbone.pretrained=false"] if "dfd" in preset
                       else [f"method={preset}"])
-    method = registry.create_method(cfg.method.name, cfg)
+    method = build_method(cfg)
     if preset == "freqstat":
         method.fitted.fill_(True)  # statistics of zeros and ones: the cost is the same
     path = folder / preset / "model.pt"

@@ -183,6 +183,21 @@ def test_a_method_that_cannot_be_exported_says_why(tmp_path):
     assert not (tmp_path / "model.torchscript.pt").exists()
 
 
+def test_an_op_the_exporter_cannot_take_is_one_line_and_writes_nothing(freqstat_run, tmp_path,
+                                                                       monkeypatch):
+    from anomaly_freq.run import export
+
+    def unsupported(*args):
+        raise RuntimeError("aten::weird_op has no symbolic\nlong trace")
+
+    monkeypatch.setattr(export, "write_torchscript", unsupported)
+    out = tmp_path / "model.pt"
+    with pytest.raises(AfreqError, match="cannot be exported to torchscript: aten::weird_op "
+                                         "has no symbolic; nothing was written"):
+        export_checkpoint(freqstat_run, "torchscript", out)
+    assert not out.exists() and not metadata_path(out).exists()
+
+
 def test_without_the_export_extra_onnx_says_what_to_install(freqstat_run, tmp_path,
                                                             monkeypatch):
     onnx_file = export_checkpoint(freqstat_run, "onnx", tmp_path / "m.onnx").path

@@ -81,3 +81,16 @@ def test_a_missing_tracker_is_one_line_naming_the_extra_and_writes_nothing(tmp_p
 def test_an_unknown_tracker_names_the_valid_ones(tmp_path):
     with pytest.raises(AfreqError, match="logger=comet is unknown; valid: csv, tensorboard"):
         _run(tmp_path, "logger=comet")
+
+
+def test_a_failing_tracker_loses_no_result(tmp_path, monkeypatch, caplog):
+    from anomaly_freq.run import trackers
+
+    def broken(*args):
+        raise ConnectionError("tracking server gone\nsecond line")
+
+    monkeypatch.setattr(trackers, "_log_to", broken)
+    result = _run(tmp_path, "logger=tensorboard")
+    assert (result.run_dir / "metrics.json").is_file()
+    assert "did not receive the results: tracking server gone" in caplog.text
+    assert "second line" not in caplog.text

@@ -83,7 +83,8 @@ class BestOnTestMonitor(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.evaluator = None
-        _restore_random_states(self.states)
+        if self.states is not None:  # None when validation ran mid-epoch
+            _restore_random_states(self.states)
 
     def best(self) -> dict[str, float]:
         """The chosen evaluation's metrics, prefixed; empty when none ran or none can choose."""

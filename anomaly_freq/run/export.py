@@ -165,10 +165,17 @@ def _write_checked(graph: InferenceGraph, fmt: str, side: int, path: Path,
     with torch.no_grad():
         expected = graph(check)
     example = _random_images(2, side, seed=0)
-    if fmt == "onnx":
-        how, runner = write_onnx(graph, example, path), onnx_runner(path)
-    else:
-        how, runner = write_torchscript(graph, example, path), torchscript_runner(path)
+    try:
+        if fmt == "onnx":
+            how, runner = write_onnx(graph, example, path), onnx_runner(path)
+        else:
+            how, runner = write_torchscript(graph, example, path), torchscript_runner(path)
+    except AfreqError:
+        raise
+    except Exception as err:  # an op the exporter cannot take, in a plugin or a backbone
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AfreqError(f"{source} cannot be exported to {fmt}: {first}; nothing was "
+                         "written") from err
     parity = compare(expected, runner(check.numpy()))
     if not (parity["max_map_difference"] <= parity["map_tolerance"]
             and parity["max_score_relative_difference"] <= SCORE_TOLERANCE):

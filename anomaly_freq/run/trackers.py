@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from anomaly_freq.errors import AfreqError
+
+log = logging.getLogger(__name__)
 
 #: tracker → (the module it needs, the extra that installs it)
 TRACKERS = {"csv": (None, None), "tensorboard": ("tensorboard", "tensorboard"),
@@ -61,33 +64,44 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list[pl.loggers.Logger]:
 def log_results(loggers: list[pl.loggers.Logger], cfg: DictConfig, protocol: dict[str, Any],
                 metrics: dict[str, float], figures: list[Path]) -> None:
     """Configuration, protocol, final metrics and figures to every tracker but the CSV log
-    (the run folder already holds them as files)."""
+    (the run folder already holds them as files). A tracker that fails (a server gone, a
+    locked database) is reported in one line: the run's own results are written anyway."""
     params = _flatten(OmegaConf.to_container(cfg, resolve=True))
     protocol_text = json.dumps(protocol, indent=2, sort_keys=True, default=str)
     final = {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     for logger in loggers:
         if isinstance(logger, pl.loggers.CSVLogger):
             continue
-        if isinstance(logger, pl.loggers.TensorBoardLogger):  # its HPARAMS view pairs them
-            logger.log_hyperparams(params, final)
-        else:
-            logger.log_hyperparams(params)
-            logger.log_metrics(final)
-        if isinstance(logger, pl.loggers.TensorBoardLogger):
-            writer = logger.experiment
-            writer.add_text("protocol", f"```\n{protocol_text}\n```")
-            for path in figures:
-                writer.add_image(f"figures/{path.stem}", _pixels(path), dataformats="HWC")
-        elif isinstance(logger, pl.loggers.MLFlowLogger):
-            client, run_id = logger.experiment, logger.run_id
-            client.log_text(run_id, protocol_text, "protocol.json")
-            for path in figures:
-                client.log_artifact(run_id, str(path), "figures")
-        elif isinstance(logger, pl.loggers.WandbLogger):
-            logger.experiment.config.update({"protocol": protocol}, allow_val_change=True)
-            logger.log_image("figures", [str(p) for p in figures],
-                             caption=[p.stem for p in figures])
-        logger.finalize("success")
+        try:
+            _log_to(logger, params, protocol, protocol_text, final, figures)
+        except Exception as err:
+            log.warning("tracker %s did not receive the results: %s", type(logger).__name__,
+                        str(err).strip().splitlines()[0] if str(err).strip() else err)
+
+
+def _log_to(logger: pl.loggers.Logger, params: dict[str, Any], protocol: dict[str, Any],
+            protocol_text: str, final: dict[str, float], figures: list[Path]) -> None:
+    if isinstance(logger, pl.loggers.TensorBoardLogger):  # its HPARAMS view pairs them
+        logger.log_hyperparams(params, final)
+    else:
+        logger.log_hyperparams(params)
+        logger.log_metrics(final)
+    if isinstance(logger, pl.loggers.TensorBoardLogger):
+        writer = logger.experiment
+        writer.add_text("protocol", f"```\n{protocol_text}\n```")
+        for path in figures:
+            writer.add_image(f"figures/{path.stem}", _pixels(path), dataformats="HWC")
+    elif isinstance(logger, pl.loggers.MLFlowLogger):
+        client, run_id = logger.experiment, logger.run_id
+        client.log_text(run_id, protocol_text, "protocol.json")
+        for path in figures:
+            client.log_artifact(run_id, str(path), "figures")
+    elif isinstance(logger, pl.loggers.WandbLogger):
+        logger.experiment.config.update({"protocol": protocol}, allow_val_change=True)
+        logger.log_image("figures", [str(p) for p in figures],
+                         caption=[p.stem for p in figures])
+        logger.experiment.finish()  # else the next category's run would log into this one
+    logger.finalize("success")
 
 
 def _pixels(path: Path) -> Any:

@@ -33,7 +33,7 @@ class FreqStat(AnomalyModule):
     The arguments are the keys of ``configs/method/freqstat.yaml``, whose values are the
     defaults; ``image_size`` is the side of the images the method sees."""
 
-    trainer_arguments = {"max_epochs": 1, "num_sanity_val_steps": 0}
+    trainer_arguments = {"max_epochs": 1}
 
     def __init__(self, *, d0: float = 16.0, energy_sigma: float = 2.0, map_sigma: float = 4.0,
                  std_floor: float = 0.2, image_size: int = 256, seed: int = 0) -> None:
