@@ -133,15 +133,9 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
     trainer = make_trainer(cfg, method, callbacks)  # bad devices/strategy fail before a folder
     lead = trainer.global_rank == 0
     if lead:
-        shared.path = create_run_dir(cfg, category)
-        write_atomic(shared.path / "config.yaml", config_to_yaml(cfg))
-        write_json(shared.path / "environment.json", {"seed": cfg.seed, **environment()})
-        write_atomic(shared.path / "train_files.txt", file_list(train))
-        trainer.loggers = make_loggers(cfg, shared.path)
+        shared.path = open_run_folder(cfg, trainer, category, train)
         if monitor is not None:
             monitor.path = shared.path / "test_curve.csv"
-        if trainer.world_size > 1:  # Lightning kills the others when one rank dies
-            write_atomic(shared.path / "error.txt", PENDING)
     try:
         guard_interrupt(trainer.fit, method, datamodule=datamodule)
         guard_interrupt(trainer.predict, method, datamodule=datamodule, return_predictions=False)
@@ -173,6 +167,21 @@ def run_category(cfg: DictConfig, source: DatasetSource, category: str) -> Categ
         record_error(shared.path, trainer.global_rank, err)
         raise
     return CategoryResult(category, source.group(category), metrics, run_dir)
+
+
+def open_run_folder(cfg: DictConfig, trainer: pl.Trainer, name: str, train: list[Sample],
+                    tracked: DictConfig | None = None) -> Path:
+    """Rank 0's fresh run folder ``<method>/<dataset>/<name>/<run-id>/`` with the config, the
+    environment and the training files, and the trackers attached (named after ``tracked``,
+    default ``cfg``); under DDP a pending error.txt until the run ends."""
+    path = create_run_dir(cfg, name)
+    write_atomic(path / "config.yaml", config_to_yaml(cfg))
+    write_json(path / "environment.json", {"seed": cfg.seed, **environment()})
+    write_atomic(path / "train_files.txt", file_list(train))
+    trainer.loggers = make_loggers(tracked or cfg, path)
+    if trainer.world_size > 1:  # Lightning kills the others when one rank dies
+        write_atomic(path / "error.txt", PENDING)
+    return path
 
 
 def launched_rank() -> int:

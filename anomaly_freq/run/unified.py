@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 import yaml
 from omegaconf import DictConfig, ListConfig
 
-from anomaly_freq.config import build_method, config_to_yaml, speed_options
+from anomaly_freq.config import build_method, speed_options
 from anomaly_freq.data import AnomalyDataModule, DatasetSource, Sample, cache_dir
 from anomaly_freq.data.cache import DecodeCache
 from anomaly_freq.data.check import check_files
@@ -36,21 +36,20 @@ from anomaly_freq.metrics import Evaluator, EvaluatorCallback
 from anomaly_freq.run import calibration
 from anomaly_freq.run.checkpoint import save_checkpoint
 from anomaly_freq.run.engine import (
-    PENDING,
     CategoryResult,
     SharedRunDir,
-    file_list,
     guard_interrupt,
     launched_rank,
     make_evaluator,
     make_trainer,
+    open_run_folder,
     protocol,
     record_error,
     shot_fill,
     with_category,
 )
-from anomaly_freq.run.rundir import PER_CATEGORY, UNIFIED, create_run_dir, environment
-from anomaly_freq.run.trackers import log_results, make_loggers
+from anomaly_freq.run.rundir import PER_CATEGORY, UNIFIED
+from anomaly_freq.run.trackers import log_results
 from anomaly_freq.viz import write_report
 
 SETTINGS = (PER_CATEGORY, UNIFIED)
@@ -141,13 +140,7 @@ def run_unified(cfg: DictConfig, source: DatasetSource) -> list[CategoryResult]:
     trainer = make_trainer(cfg, method, [shared, scorer])
     lead = trainer.global_rank == 0
     if lead:
-        shared.path = create_run_dir(cfg, UNIFIED)
-        write_atomic(shared.path / "config.yaml", config_to_yaml(cfg))
-        write_json(shared.path / "environment.json", {"seed": cfg.seed, **environment()})
-        write_atomic(shared.path / "train_files.txt", file_list(split.train))
-        trainer.loggers = make_loggers(built, shared.path)
-        if trainer.world_size > 1:
-            write_atomic(shared.path / "error.txt", PENDING)
+        shared.path = open_run_folder(cfg, trainer, UNIFIED, split.train, tracked=built)
     try:
         guard_interrupt(trainer.fit, method, datamodule=datamodule)
         evaluators: dict[str, Evaluator] = {}
