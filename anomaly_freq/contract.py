@@ -57,7 +57,7 @@ class SampleTransform(Protocol):
                  source: Dataset) -> dict[str, Any]: ...
 
 
-def key_seed(*key: object) -> int:
+def _key_seed(*key: object) -> int:
     """A 63-bit seed hashed from ``key`` (stable across processes and Python runs)."""
     digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
@@ -74,7 +74,7 @@ def keyed_generator(*key: object, device: torch.device | str = "cpu") -> torch.G
     >>> bool(torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b)))
     True
     """
-    return torch.Generator(device=device).manual_seed(key_seed(*key))
+    return torch.Generator(device=device).manual_seed(_key_seed(*key))
 
 
 class AnomalyModule(pl.LightningModule):

@@ -177,7 +177,7 @@ def open_run_folder(cfg: DictConfig, trainer: pl.Trainer, name: str, train: list
     path = create_run_dir(cfg, name)
     write_atomic(path / "config.yaml", config_to_yaml(cfg))
     write_json(path / "environment.json", {"seed": cfg.seed, **environment()})
-    write_atomic(path / "train_files.txt", file_list(train))
+    write_atomic(path / "train_files.txt", _file_list(train))
     trainer.loggers = make_loggers(tracked or cfg, path)
     if trainer.world_size > 1:  # Lightning kills the others when one rank dies
         write_atomic(path / "error.txt", PENDING)
@@ -407,6 +407,6 @@ def guard_interrupt(call, *args, **kwargs) -> None:
         raise KeyboardInterrupt("run interrupted during training or prediction") from err
 
 
-def file_list(samples: list[Sample]) -> str:
+def _file_list(samples: list[Sample]) -> str:
     return "".join(f"{s.path}\n" for s in samples)
 
